@@ -1,0 +1,25 @@
+//! holdfast-topology: watches a replica set and publishes one immutable
+//! [`Snapshot`] of it through a `tokio::sync::watch` channel.
+//!
+//! Two sources feed it:
+//! - the official `mongodb` driver's SDAM events (its monitors stream hello
+//!   from 4.4+ servers, so a stepdown or an election reaches us as soon as the
+//!   member's `topologyVersion` changes), and
+//! - holdfast's own probes: when a forwarder sees a network error or a
+//!   state-change error, it calls [`Topology::report_failure`]; the member is
+//!   marked non-primary at once and every member is probed with a plain
+//!   hello every `probe_interval` until a primary is known again (the driver
+//!   has no public "check now").
+//!
+//! Replies are ordered by `topologyVersion`, so a late reply never undoes a
+//! newer one, and among members claiming to be primary the one with the
+//! highest `(electionId, setVersion)` wins, as in SDAM.
+#![forbid(unsafe_code)]
+
+mod probe;
+mod snapshot;
+mod watcher;
+
+pub use probe::hello;
+pub use snapshot::{MemberState, Role, ServerLimits, Snapshot};
+pub use watcher::{Topology, TopologyConfig, TopologyError};
