@@ -1,0 +1,137 @@
+//! The `holdfast` binary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use holdfast_proxy::{Config, WriteRetry};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "A MongoDB proxy that hides replica-set primary failover from applications.\n\nWithout --upstream (and no upstream in the config file) it starts an embedded three-member holdfast-sim replica set and proxies to it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Replica set connection string, e.g. mongodb://h1:27017,h2:27017/?replicaSet=rs0
+    #[arg(long, env = "HOLDFAST_UPSTREAM")]
+    upstream: Option<String>,
+    /// Client listener (host:port or unix:/path)
+    #[arg(long, env = "HOLDFAST_LISTEN")]
+    listen: Option<String>,
+    /// Admin HTTP listener for /metrics, /healthz, /readyz ("" disables)
+    #[arg(long, env = "HOLDFAST_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// TOML configuration file (see config/holdfast.toml)
+    #[arg(long, env = "HOLDFAST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Longest a request waits for a primary, in milliseconds
+    #[arg(long, env = "HOLDFAST_HOLD_TIMEOUT_MS")]
+    hold_timeout_ms: Option<u64>,
+    /// safe: resend writes only where provably safe; never: never resend a write
+    #[arg(long, env = "HOLDFAST_WRITE_RETRY", value_enum)]
+    write_retry: Option<WriteRetry>,
+    /// Backend connections per member
+    #[arg(long, env = "HOLDFAST_POOL_SIZE")]
+    pool_size: Option<usize>,
+    /// Log format: text or json
+    #[arg(long, env = "HOLDFAST_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check a configuration file and print the effective configuration.
+    CheckConfig { file: PathBuf },
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::from_toml(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("in {}", p.display()))?,
+        None => Config::default(),
+    };
+    if let Some(v) = &cli.upstream {
+        cfg.upstream = Some(v.clone());
+    }
+    if let Some(v) = &cli.listen {
+        cfg.listen = v.clone();
+    }
+    if let Some(v) = &cli.admin_listen {
+        cfg.admin_listen = v.clone();
+    }
+    if let Some(v) = cli.hold_timeout_ms {
+        cfg.hold_timeout_ms = v;
+    }
+    if let Some(v) = cli.write_retry {
+        cfg.write_retry = v;
+    }
+    if let Some(v) = cli.pool_size {
+        cfg.pool_size = v;
+    }
+    if let Some(v) = &cli.log_format {
+        cfg.log_format = v.clone();
+    }
+    Ok(cfg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let cfg = Config::from_toml(&text)
+            .with_context(|| format!("{} is not a valid holdfast configuration", file.display()))?;
+        let mut shown = cfg.clone();
+        shown.upstream = cfg.redacted_upstream();
+        println!("{} is valid.\n{shown:#?}", file.display());
+        return Ok(());
+    }
+    let cfg = load(&cli)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+        .unwrap_or_else(|_| "info".into());
+    if cfg.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        holdfast_proxy::admin::prometheus();
+        let drain = Duration::from_millis(cfg.drain_timeout_ms);
+        let hf = holdfast_proxy::start(cfg).await?;
+        if hf.embedded.is_some() {
+            println!("holdfast: embedded replica set {} is running", hf.upstream);
+        }
+        println!(
+            "holdfast: listening on {}; connect with:\n\n    {}\n",
+            hf.listen_addr,
+            hf.client_uri()
+        );
+        if let Some(a) = hf.admin_addr {
+            println!("holdfast: metrics on http://{a}/metrics");
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining (up to {:?})", drain);
+                hf.shutdown(drain).await;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT: exiting");
+                hf.shutdown(Duration::from_millis(100)).await;
+            }
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,766 @@
+//! One task per client connection: read frames, answer the handshake,
+//! forward everything else to the right member, and apply the failover
+//! contract (design.md) when the primary goes away mid-request.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document, RawBsonRef, RawDocument};
+use futures::StreamExt;
+use holdfast_topology::Topology;
+use holdfast_wire::{
+    reply, CommandClass, CommandView, ErrorReply, Frame, FrameCodec, Limits, Message, MsgFlags,
+    OpCode,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, WriteRetry};
+use crate::gate::{Gate, GateError, Target};
+use crate::handshake::Identity;
+use crate::metrics as m;
+use crate::pool::{BackendError, Pools};
+use crate::router::{Cursors, TxnPins};
+
+/// Everything the client tasks share.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub topology: Topology,
+    pub pools: Pools,
+    pub cursors: Cursors,
+    pub txns: TxnPins,
+    pub gate: Arc<Gate>,
+    pub identity: Identity,
+    pub limits: Limits,
+    pub next_conn_id: AtomicI64,
+    pub next_request_id: AtomicI32,
+}
+
+/// Codes of the not-primary and node-is-recovering families (SDAM).
+pub fn is_state_change_code(code: i32) -> bool {
+    matches!(
+        code,
+        10107 | 13435 | 10058 | 11600 | 11602 | 13436 | 189 | 91
+    )
+}
+
+/// Codes that mean the server refused the command before executing it.
+fn is_rejected_before_executing(code: i32) -> bool {
+    matches!(code, 10107 | 13435 | 10058)
+}
+
+/// What a reply says, from one pass over its top-level fields.
+#[derive(Debug, Default)]
+struct ReplyInfo {
+    ok: bool,
+    code: Option<i32>,
+    wce_code: Option<i32>,
+    cursor_id: Option<i64>,
+    has_topology_version: bool,
+}
+
+fn num(v: RawBsonRef<'_>) -> Option<f64> {
+    match v {
+        RawBsonRef::Int32(i) => Some(i as f64),
+        RawBsonRef::Int64(i) => Some(i as f64),
+        RawBsonRef::Double(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn reply_body(frame: &Frame) -> Option<(bytes::Bytes, bool)> {
+    match frame
+        .parse(&Limits {
+            verify_checksum: false,
+            ..Default::default()
+        })
+        .ok()?
+    {
+        Message::Msg(m) => Some((m.body, false)),
+        Message::Reply(r) => {
+            let len = i32::from_le_bytes(r.documents.get(0..4)?.try_into().ok()?) as usize;
+            Some((r.documents.slice(0..len.min(r.documents.len())), true))
+        }
+        _ => None,
+    }
+}
+
+fn inspect(body: &RawDocument) -> ReplyInfo {
+    let mut info = ReplyInfo::default();
+    for el in body.iter().flatten() {
+        match el {
+            ("ok", v) => info.ok = num(v) == Some(1.0),
+            ("code", v) => info.code = num(v).map(|c| c as i32),
+            ("writeConcernError", RawBsonRef::Document(w)) => {
+                info.wce_code = w.get("code").ok().flatten().and_then(num).map(|c| c as i32)
+            }
+            ("cursor", RawBsonRef::Document(c)) => {
+                if let Ok(Some(RawBsonRef::Int64(id))) = c.get("id") {
+                    info.cursor_id = Some(id);
+                }
+            }
+            ("topologyVersion", _) => info.has_topology_version = true,
+            _ => {}
+        }
+    }
+    info
+}
+
+/// How a request ended, for metrics.
+enum Outcome {
+    Ok,
+    ServerError,
+    Replayed,
+    HoldfastError,
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ServerError => "server_error",
+            Outcome::Replayed => "replayed",
+            Outcome::HoldfastError => "holdfast_error",
+        }
+    }
+}
+
+enum Action {
+    Reply(Frame),
+    Nothing,
+    Close,
+}
+
+struct ClientConn {
+    shared: Arc<Shared>,
+    conn_id: i64,
+    peer: String,
+    hellos: u64,
+}
+
+/// Serves one client until it disconnects or sends bytes that cannot be framed.
+pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut frames = FramedRead::new(rd, FrameCodec::new(shared.limits));
+    let mut client = ClientConn {
+        shared,
+        conn_id,
+        peer,
+        hellos: 0,
+    };
+    while let Some(next) = frames.next().await {
+        let frame = match next {
+            Ok(f) => f,
+            Err(e) => {
+                m::protocol_error("framing");
+                warn!(peer = %client.peer, error = %e, "closing client connection: unreadable frame");
+                break;
+            }
+        };
+        metrics::counter!("holdfast_bytes_received_total").increment(frame.len() as u64);
+        match client.handle(frame).await {
+            Action::Reply(r) => {
+                metrics::counter!("holdfast_bytes_sent_total").increment(r.len() as u64);
+                if wr.write_all(r.raw()).await.is_err() {
+                    break;
+                }
+            }
+            Action::Nothing => {}
+            Action::Close => break,
+        }
+    }
+    let _ = wr.shutdown().await;
+    debug!(peer = %client.peer, "client connection closed");
+}
+
+impl ClientConn {
+    fn request_id(&self) -> i32 {
+        self.shared.next_request_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff
+    }
+
+    /// An error reply from holdfast itself. It carries holdfast's current
+    /// topologyVersion, so drivers treat it as stale for SDAM purposes (they
+    /// raise it to the application but do not mark holdfast unknown or
+    /// clear their pool).
+    fn error(&self, request: &Frame, err: ErrorReply, extra: Option<Document>) -> Frame {
+        let mut d = err.to_document();
+        d.insert("topologyVersion", self.shared.identity.topology_version());
+        if let Some(x) = extra {
+            d.insert("holdfast", x);
+        }
+        self.reply_doc(request, &d)
+    }
+
+    fn reply_doc(&self, request: &Frame, d: &Document) -> Frame {
+        if request.op_code() == OpCode::Query {
+            reply::op_reply(self.request_id(), request.request_id(), d)
+        } else {
+            reply::msg_reply(self.request_id(), request.request_id(), d)
+        }
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Action {
+        let msg = match frame.parse(&self.shared.limits) {
+            Ok(msg) => msg,
+            Err(e) => {
+                m::protocol_error(if e.is_connection_fatal() {
+                    "fatal"
+                } else {
+                    "malformed"
+                });
+                if e.is_connection_fatal() {
+                    warn!(peer = %self.peer, error = %e, "closing client connection");
+                    return Action::Close;
+                }
+                let (code, name) = e.server_code();
+                return Action::Reply(self.error(
+                    &frame,
+                    ErrorReply::new(code, name, e.to_string()),
+                    None,
+                ));
+            }
+        };
+        match msg {
+            Message::Msg(m) => match CommandView::from_msg(&m) {
+                Ok(view) => self.dispatch(&frame, &view).await,
+                Err(e) => {
+                    m::protocol_error("bad_command");
+                    let (code, name) = e.server_code();
+                    Action::Reply(self.error(&frame, ErrorReply::new(code, name, e.to_string()), None))
+                }
+            },
+            Message::Query(q) => match CommandView::from_query(&q) {
+                Ok(view) => self.dispatch(&frame, &view).await,
+                Err(_) => Action::Reply(self.error(
+                    &frame,
+                    ErrorReply::new(
+                        5739101,
+                        "Location5739101",
+                        "OP_QUERY is no longer supported for queries; use OP_MSG (holdfast follows MongoDB 5.1+)",
+                    ),
+                    None,
+                )),
+            },
+            Message::Compressed(c) => {
+                // holdfast does not advertise compression, but accepts it.
+                match c.decompress(frame.header(), self.shared.limits.max_message_size) {
+                    Ok(inner) if inner.op_code() != OpCode::Compressed => Box::pin(self.handle(inner)).await,
+                    _ => {
+                        m::protocol_error("compression");
+                        Action::Close
+                    }
+                }
+            }
+            Message::Legacy { op_code, .. } => {
+                m::protocol_error("legacy_opcode");
+                warn!(peer = %self.peer, opcode = op_code.name(), "closing client connection: legacy opcode (unsupported since MongoDB 5.1)");
+                Action::Close
+            }
+            Message::Reply(_) => {
+                m::protocol_error("unexpected_reply");
+                Action::Close
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, frame: &Frame, view: &CommandView<'_>) -> Action {
+        let class = view.classify();
+        if class == CommandClass::Handshake {
+            return self.hello(frame, view).await;
+        }
+        let started = Instant::now();
+        let (action, outcome) = self.forward(frame, view, class).await;
+        m::request(
+            class.label(),
+            outcome.label(),
+            started.elapsed().as_secs_f64(),
+        );
+        action
+    }
+
+    async fn hello(&mut self, frame: &Frame, view: &CommandView<'_>) -> Action {
+        self.hellos += 1;
+        if self.hellos > 1 && view.body.get("client").ok().flatten().is_some() {
+            return Action::Reply(self.error(
+                frame,
+                ErrorReply::new(
+                    186,
+                    "ClientMetadataCannotBeMutated",
+                    "The client metadata document may only be sent in the first hello",
+                ),
+                None,
+            ));
+        }
+        self.shared.identity.await_change(view).await;
+        let d = crate::handshake::hello_reply(view, &self.shared.identity, self.conn_id);
+        Action::Reply(self.reply_doc(frame, &d))
+    }
+
+    /// Picks the member for this request: a cursor's member, a transaction's
+    /// member, or the primary (waiting at the gate if none is known).
+    async fn target(
+        &self,
+        view: &CommandView<'_>,
+        class: CommandClass,
+        bytes: usize,
+        deadline: Instant,
+        max_time: Option<Instant>,
+    ) -> Result<(Target, Duration, bool), GateError> {
+        let epoch = || self.shared.topology.snapshot().epoch;
+        match class {
+            CommandClass::CursorContinuation => {
+                let id = view
+                    .cursor_id
+                    .or_else(|| view.kill_cursor_ids().first().copied());
+                if let Some(member) = id.and_then(|id| self.shared.cursors.get(id)) {
+                    return Ok((
+                        Target {
+                            member,
+                            epoch: epoch(),
+                        },
+                        Duration::ZERO,
+                        true,
+                    ));
+                }
+            }
+            CommandClass::TransactionStatement
+            | CommandClass::CommitTransaction
+            | CommandClass::AbortTransaction => {
+                if let (Some(lsid), Some(txn)) = (view.lsid, view.txn_number) {
+                    if let Some(member) = self.shared.txns.get(lsid.as_bytes(), txn) {
+                        return Ok((
+                            Target {
+                                member,
+                                epoch: epoch(),
+                            },
+                            Duration::ZERO,
+                            true,
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+        let (t, held) = self.shared.gate.primary(bytes, deadline, max_time).await?;
+        Ok((t, held, false))
+    }
+
+    async fn forward(
+        &mut self,
+        frame: &Frame,
+        view: &CommandView<'_>,
+        class: CommandClass,
+    ) -> (Action, Outcome) {
+        let sh = self.shared.clone();
+        let started = Instant::now();
+        let deadline = started + sh.cfg.hold_timeout();
+        let max_time = view
+            .max_time_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| started + Duration::from_millis(ms as u64));
+        let unack = view.more_to_come;
+        let out = frame.clear_msg_flags(MsgFlags::EXHAUST_ALLOWED);
+        let mut replayed = false;
+        let mut held_total = Duration::ZERO;
+        loop {
+            let (target, held, pinned) = match self
+                .target(view, class, frame.len(), deadline, max_time)
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    return (
+                        Action::Reply(self.gate_error(frame, view, e)),
+                        Outcome::HoldfastError,
+                    )
+                }
+            };
+            held_total += held;
+            if held > Duration::ZERO {
+                info!(command = view.name, member = %target.member, action = "held", held_ms = held.as_millis() as u64, "request held until a primary was known");
+            }
+            if class == CommandClass::TransactionStatement && view.start_transaction && !pinned {
+                if let (Some(lsid), Some(txn)) = (view.lsid, view.txn_number) {
+                    sh.txns.pin(lsid.as_bytes(), txn, target.member.clone());
+                }
+            }
+            let sent = self.round_trip(&target, &out, unack).await;
+            match sent {
+                Ok(None) => return (Action::Nothing, Outcome::Ok),
+                Ok(Some(reply)) => {
+                    let Some((body_bytes, _legacy)) = reply_body(&reply) else {
+                        return (Action::Reply(reply), Outcome::Ok);
+                    };
+                    let Ok(body) = RawDocument::from_bytes(&body_bytes) else {
+                        return (Action::Reply(reply), Outcome::Ok);
+                    };
+                    let info = inspect(body);
+                    let state_code = info
+                        .code
+                        .filter(|c| !info.ok && is_state_change_code(*c))
+                        .or(info.wce_code.filter(|c| is_state_change_code(*c)));
+                    if let Some(code) = state_code {
+                        sh.topology.report_failure(&target.member, target.epoch);
+                        let rejected = !info.ok && is_rejected_before_executing(code);
+                        if !replayed && self.may_resend(class, rejected) {
+                            replayed = true;
+                            m::replay(class.label(), "state_change");
+                            if matches!(class, CommandClass::Write { .. }) {
+                                m::write_retried(if rejected {
+                                    "not_writable_primary"
+                                } else {
+                                    "retryable_write"
+                                });
+                            }
+                            info!(command = view.name, member = %target.member, code, action = "replay", "primary changed; sending again to the new primary");
+                            continue;
+                        }
+                        if matches!(class, CommandClass::Write { .. } | CommandClass::Other)
+                            && !rejected
+                        {
+                            return (
+                                Action::Reply(self.unknown_outcome(
+                                    frame,
+                                    view,
+                                    class,
+                                    &target,
+                                    &format!("the old primary answered with error {code}"),
+                                )),
+                                Outcome::HoldfastError,
+                            );
+                        }
+                        return (
+                            Action::Reply(self.sanitize_error(frame, &reply, body, class)),
+                            Outcome::ServerError,
+                        );
+                    }
+                    self.learn(view, class, &target, &info);
+                    if info.has_topology_version && !info.ok {
+                        return (
+                            Action::Reply(self.sanitize_error(frame, &reply, body, class)),
+                            Outcome::ServerError,
+                        );
+                    }
+                    let outcome = if replayed {
+                        Outcome::Replayed
+                    } else if info.ok {
+                        Outcome::Ok
+                    } else {
+                        Outcome::ServerError
+                    };
+                    if replayed {
+                        info!(command = view.name, member = %target.member, action = "replayed", held_ms = held_total.as_millis() as u64, "replay succeeded");
+                    }
+                    return (Action::Reply(reply), outcome);
+                }
+                Err(e) => {
+                    sh.topology.report_failure(&target.member, target.epoch);
+                    if unack {
+                        metrics::counter!("holdfast_unacknowledged_writes_lost_total").increment(1);
+                        warn!(command = view.name, member = %target.member, error = %e, action = "lost", "unacknowledged (w:0) request could not be delivered");
+                        return (Action::Nothing, Outcome::HoldfastError);
+                    }
+                    if pinned {
+                        return (
+                            Action::Reply(self.pinned_member_gone(frame, view, class, &target, &e)),
+                            Outcome::HoldfastError,
+                        );
+                    }
+                    if !e.maybe_sent() {
+                        // Nothing reached the server: always safe to send again.
+                        if Instant::now() < deadline {
+                            debug!(member = %target.member, error = %e, "backend unavailable before sending; waiting for a primary");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                        return (
+                            Action::Reply(self.gate_error(
+                                frame,
+                                view,
+                                GateError::HoldTimeout {
+                                    waited: started.elapsed(),
+                                },
+                            )),
+                            Outcome::HoldfastError,
+                        );
+                    }
+                    if !replayed && self.may_resend(class, false) {
+                        replayed = true;
+                        m::replay(class.label(), "network");
+                        info!(command = view.name, member = %target.member, error = %e, action = "replay", "lost the primary mid-request; sending again to the new primary");
+                        continue;
+                    }
+                    if replayed {
+                        m::replay(class.label(), "failed");
+                    }
+                    return (
+                        Action::Reply(self.unknown_outcome(
+                            frame,
+                            view,
+                            class,
+                            &target,
+                            &e.to_string(),
+                        )),
+                        Outcome::HoldfastError,
+                    );
+                }
+            }
+        }
+    }
+
+    /// May this request be sent again after its first attempt failed?
+    /// `rejected`: the server refused it before executing (NotWritablePrimary).
+    fn may_resend(&self, class: CommandClass, rejected: bool) -> bool {
+        let safe = self.shared.cfg.write_retry == WriteRetry::Safe;
+        match class {
+            CommandClass::RetryableRead | CommandClass::Diagnostic => true,
+            CommandClass::Write { retryable: true } => safe,
+            CommandClass::Write { retryable: false } | CommandClass::Other => safe && rejected,
+            _ => false,
+        }
+    }
+
+    async fn round_trip(
+        &self,
+        target: &Target,
+        frame: &Frame,
+        unack: bool,
+    ) -> Result<Option<Frame>, BackendError> {
+        let pool = self.shared.pools.get(&target.member);
+        let mut conn = pool.checkout().await?;
+        let member = target.member.to_string();
+        conn.send(frame).await.map_err(|e| BackendError::Network {
+            member: member.clone(),
+            reason: e.to_string(),
+        })?;
+        if unack {
+            conn.check_in();
+            return Ok(None);
+        }
+        let stall = self.shared.cfg.stall_probe();
+        let probe_timeout = self.shared.cfg.probe_timeout();
+        let started = Instant::now();
+        let r = {
+            let recv = conn.recv();
+            tokio::pin!(recv);
+            loop {
+                tokio::select! {
+                    r = &mut recv => break r,
+                    _ = tokio::time::sleep(stall) => {
+                        // No reply yet: is the member still there at all?
+                        if holdfast_topology::hello(&member, probe_timeout).await.is_err() {
+                            warn!(member = %member, waited_ms = started.elapsed().as_millis() as u64, "member does not answer a hello probe; treating it as gone");
+                            return Err(BackendError::Timeout { member, waited: started.elapsed() });
+                        }
+                    }
+                }
+            }
+        };
+        match r {
+            Ok(reply) => {
+                conn.check_in();
+                Ok(Some(reply))
+            }
+            Err(e) => Err(BackendError::Network {
+                member,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Records cursor ids and transaction ends.
+    fn learn(
+        &self,
+        view: &CommandView<'_>,
+        class: CommandClass,
+        target: &Target,
+        info: &ReplyInfo,
+    ) {
+        match view.name {
+            "getMore" => {
+                if info.cursor_id == Some(0) {
+                    if let Some(id) = view.cursor_id {
+                        self.shared.cursors.remove(id);
+                    }
+                }
+            }
+            "killCursors" => {
+                for id in view.kill_cursor_ids() {
+                    self.shared.cursors.remove(id);
+                }
+            }
+            _ => {
+                if let Some(id) = info.cursor_id.filter(|id| *id != 0) {
+                    self.shared.cursors.insert(id, target.member.clone());
+                }
+            }
+        }
+        if matches!(
+            class,
+            CommandClass::CommitTransaction | CommandClass::AbortTransaction
+        ) {
+            if let Some(lsid) = view.lsid {
+                self.shared.txns.unpin(lsid.as_bytes());
+            }
+        }
+    }
+
+    fn gate_error(&self, frame: &Frame, view: &CommandView<'_>, e: GateError) -> Frame {
+        let set = self
+            .shared
+            .topology
+            .snapshot()
+            .set_name
+            .clone()
+            .unwrap_or_else(|| "the replica set".into());
+        let (err, reason) = match e {
+            GateError::QueueFull { held, held_bytes } => (
+                ErrorReply::new(10107, "NotWritablePrimary", format!(
+                    "holdfast: no primary of {set} is known and the hold queue is full ({held} requests, {held_bytes} bytes held; limits max_held_requests={}, max_held_bytes={}); this {} was not sent",
+                    self.shared.cfg.max_held_requests, self.shared.cfg.max_held_bytes, view.name)),
+                "queue_full",
+            ),
+            GateError::HoldTimeout { waited } => (
+                ErrorReply::new(10107, "NotWritablePrimary", format!(
+                    "holdfast: no primary of {set} became available within {:.1} s (hold_timeout); this {} was not sent",
+                    waited.as_secs_f64(), view.name)),
+                "hold_timeout",
+            ),
+            GateError::MaxTimeExpired { waited } => (
+                ErrorReply::new(50, "MaxTimeMSExpired", format!(
+                    "operation exceeded time limit: holdfast held this {} for {} ms waiting for a primary of {set}, longer than its maxTimeMS; it was not sent",
+                    view.name, waited.as_millis())),
+                "max_time_ms",
+            ),
+            GateError::ShuttingDown => (
+                ErrorReply::new(10107, "NotWritablePrimary", format!("holdfast is shutting down; this {} was not sent", view.name)),
+                "shutdown",
+            ),
+        };
+        warn!(
+            command = view.name,
+            action = "refused",
+            reason,
+            "{}",
+            err.errmsg
+        );
+        self.error(
+            frame,
+            err,
+            Some(doc! {"outcome": "not_sent", "reason": reason}),
+        )
+    }
+
+    /// The one clear error for a request whose outcome nobody can know.
+    fn unknown_outcome(
+        &self,
+        frame: &Frame,
+        view: &CommandView<'_>,
+        class: CommandClass,
+        target: &Target,
+        cause: &str,
+    ) -> Frame {
+        let (err, what) = match class {
+            CommandClass::TransactionStatement => (
+                ErrorReply::new(11602, "InterruptedDueToReplStateChange", format!(
+                    "holdfast: the primary changed while this {} (in a transaction) was in flight on {} ({cause}); the transaction cannot continue; retry the whole transaction",
+                    view.name, target.member)).with_label("TransientTransactionError"),
+                "transaction",
+            ),
+            CommandClass::CommitTransaction => (
+                ErrorReply::new(11602, "InterruptedDueToReplStateChange", format!(
+                    "holdfast: the primary changed while commitTransaction was in flight on {} ({cause}); the transaction may or may not have committed",
+                    target.member)).with_label("UnknownTransactionCommitResult"),
+                "commit",
+            ),
+            CommandClass::AbortTransaction => (
+                ErrorReply::new(11602, "InterruptedDueToReplStateChange", format!(
+                    "holdfast: the primary changed while abortTransaction was in flight on {} ({cause}); the transaction was aborted or will be by the new primary",
+                    target.member)),
+                "abort",
+            ),
+            _ => (
+                ErrorReply::new(11602, "InterruptedDueToReplStateChange", format!(
+                    "holdfast: the primary changed while this {} was in flight on {} ({cause}); it may or may not have been applied; holdfast did not retry it because {}",
+                    view.name, target.member, self.why_not_retried(class))),
+                "write",
+            ),
+        };
+        m::write_error(what);
+        warn!(command = view.name, member = %target.member, action = "unknown_outcome", cause, "{}", err.errmsg);
+        self.error(frame, err, Some(doc! {"outcome": "unknown", "command": view.name, "member": target.member.as_ref(), "retried": false}))
+    }
+
+    fn why_not_retried(&self, class: CommandClass) -> &'static str {
+        match class {
+            CommandClass::Write { retryable: true } => "write_retry = \"never\"",
+            CommandClass::Write { retryable: false } => "it is not a retryable write (no lsid/txnNumber, multi:true, or w:0) so sending it again could apply it twice",
+            _ => "its effects are unknown and sending it again could apply them twice",
+        }
+    }
+
+    fn pinned_member_gone(
+        &self,
+        frame: &Frame,
+        view: &CommandView<'_>,
+        class: CommandClass,
+        target: &Target,
+        e: &BackendError,
+    ) -> Frame {
+        if class == CommandClass::CursorContinuation {
+            let err = ErrorReply::new(43, "CursorNotFound", format!(
+                "holdfast: cursor {} lives on {}, which is unreachable ({e}); cursors cannot move between members, re-run the query",
+                view.cursor_id.unwrap_or_default(), target.member));
+            warn!(command = view.name, member = %target.member, action = "cursor_lost", "{}", err.errmsg);
+            return self.error(
+                frame,
+                err,
+                Some(doc! {"outcome": "not_sent", "reason": "cursor_member_gone"}),
+            );
+        }
+        self.unknown_outcome(frame, view, class, target, &e.to_string())
+    }
+
+    /// Passes a server error on with holdfast's topologyVersion instead of
+    /// the member's (a foreign processId would make drivers mark holdfast
+    /// unknown), and with the labels transactions need.
+    fn sanitize_error(
+        &self,
+        frame: &Frame,
+        reply: &Frame,
+        body: &RawDocument,
+        class: CommandClass,
+    ) -> Frame {
+        let Ok(mut d) = Document::try_from(body) else {
+            return reply.clone();
+        };
+        d.insert("topologyVersion", self.shared.identity.topology_version());
+        if class == CommandClass::TransactionStatement {
+            let labels = d.get_array_mut("errorLabels").ok();
+            match labels {
+                Some(l)
+                    if !l
+                        .iter()
+                        .any(|x| x.as_str() == Some("TransientTransactionError")) =>
+                {
+                    l.push("TransientTransactionError".into())
+                }
+                Some(_) => {}
+                None => {
+                    d.insert("errorLabels", vec!["TransientTransactionError"]);
+                }
+            }
+        }
+        let mut out = self.reply_doc(frame, &d);
+        if reply.op_code() == frame.op_code() {
+            out = out.with_ids(reply.request_id(), frame.request_id());
+        }
+        out
+    }
+}

@@ -1,0 +1,177 @@
+"""Fixtures that start holdfast-sim and holdfast as separate processes on
+free loopback ports, wait for readiness, and stop them by PID."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import pymongo
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("HOLDFAST_BIN_DIR", os.path.join(REPO, "target", "debug"))
+PY3 = os.path.join(REPO, ".venv", "py3", "bin", "python")
+PY4 = os.path.join(REPO, ".venv", "py4", "bin", "python")
+NODE_DIR = os.path.join(REPO, "tests", "clients", "node")
+
+
+def free_port_block(n):
+    """A base port p with p..p+n-1 all free on 127.0.0.1."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        socks = []
+        try:
+            for i in range(n):
+                t = socket.socket()
+                t.bind(("127.0.0.1", base + i))
+                socks.append(t)
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no free port block")
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            if pred():
+                return
+        except Exception as e:  # noqa: BLE001 - readiness polling
+            last = e
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout}s (last error: {last})")
+
+
+class Proc:
+    def __init__(self, args, log):
+        self.log = open(log, "w")
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+
+
+class Sim:
+    def __init__(self, tmp, members=3, election_ms=1500):
+        self.base = free_port_block(members)
+        self.members = [f"127.0.0.1:{self.base + i}" for i in range(members)]
+        self.uri = "mongodb://" + ",".join(self.members) + "/?replicaSet=rs0"
+        self.proc = Proc([os.path.join(BIN, "holdfast-sim"), "--members", str(members), "--port", str(self.base),
+                          "--set-name", "rs0", "--election-ms", str(election_ms)], os.path.join(tmp, "sim.log"))
+        wait_until(lambda: self.primary() is not None, 20, "holdfast-sim")
+
+    def direct(self, addr, **kw):
+        return pymongo.MongoClient(addr, directConnection=True, serverSelectionTimeoutMS=3000, **kw)
+
+    def hello(self, addr):
+        with self.direct(addr) as c:
+            return c.admin.command("hello")
+
+    def primary(self):
+        for m in self.members:
+            try:
+                if self.hello(m).get("isWritablePrimary"):
+                    return m
+            except Exception:  # noqa: BLE001 - a member may be down
+                pass
+        return None
+
+    def connections_current(self, addr):
+        with self.direct(addr) as c:
+            return c.admin.command("serverStatus")["connections"]["current"]
+
+    def step_down(self, secs=10):
+        p = self.primary()
+        with self.direct(p) as c:
+            c.admin.command({"replSetStepDown": secs, "secondaryCatchUpPeriodSecs": 0, "force": True})
+        return p
+
+    def fault(self, **cmd):
+        for m in self.members:
+            try:
+                with self.direct(m) as c:
+                    return c.admin.command(dict({"simFault": cmd.pop("simFault")}, **cmd))
+            except Exception:  # noqa: BLE001 - try the next member
+                continue
+        raise RuntimeError("no member answered simFault")
+
+    def stop(self):
+        self.proc.stop()
+
+
+class Holdfast:
+    def __init__(self, tmp, upstream, *extra):
+        port = free_port_block(1)
+        admin = free_port_block(1)
+        self.addr = f"127.0.0.1:{port}"
+        self.admin = f"127.0.0.1:{admin}"
+        self.uri = f"mongodb://{self.addr}/"
+        args = [os.path.join(BIN, "holdfast"), "--listen", self.addr, "--admin-listen", self.admin]
+        if upstream:
+            args += ["--upstream", upstream]
+        self.proc = Proc(args + list(extra), os.path.join(tmp, f"holdfast-{port}.log"))
+        wait_until(lambda: self.http("/readyz")[0] == 200, 30, "holdfast")
+
+    def http(self, path):
+        try:
+            with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metric(self, name, **labels):
+        """Sum of a metric's samples whose labels include `labels`."""
+        total = 0.0
+        for line in self.http("/metrics")[1].splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric, _, lbl = head.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in lbl for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def stop(self):
+        self.proc.stop()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    s = Sim(str(tmp_path))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path, sim):
+    h = Holdfast(str(tmp_path), sim.uri, "--pool-size", "20")
+    yield h
+    h.stop()
+
+
+def run(args, timeout=120, env=None):
+    r = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    if r.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({r.returncode}):\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+    return r.stdout
