@@ -32,7 +32,7 @@ assert coll.count_documents({}) == 249
 seen = [d["i"] for d in coll.find({}, batch_size=20).sort("i", 1)]
 assert seen == sorted(seen) and len(seen) == 249, len(seen)
 agg = list(coll.aggregate([{"$match": {"tag": "x"}}, {"$group": {"_id": "$tag", "n": {"$sum": 1}}}], batchSize=1))
-assert agg == [{"_id": "x", "n": 125}], agg
+assert agg == [{"_id": "x", "n": 124}], agg  # 125 odd i, minus i=3 retagged "z"
 
 # Bulk writes.
 bulk = coll.bulk_write([InsertOne({"i": 1000}), UpdateOne({"i": 1000}, {"$set": {"b": True}}), DeleteOne({"i": 5})])
