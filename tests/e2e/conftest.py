@@ -106,10 +106,15 @@ class Sim:
         return p
 
     def fault(self, **cmd):
-        for m in self.members:
+        """Sends {simFault: ...} through a member other than the target
+        (the target may be slowed down or blackholed)."""
+        target = cmd.get("member")
+        order = [m for i, m in enumerate(self.members) if i != target] + \
+            [m for i, m in enumerate(self.members) if i == target]
+        for m in order:
             try:
                 with self.direct(m) as c:
-                    return c.admin.command(dict({"simFault": cmd.pop("simFault")}, **cmd))
+                    return c.admin.command(dict({"simFault": cmd["simFault"]}, **{k: v for k, v in cmd.items() if k != "simFault"}))
             except Exception:  # noqa: BLE001 - try the next member
                 continue
         raise RuntimeError("no member answered simFault")
@@ -175,3 +180,33 @@ def run(args, timeout=120, env=None):
     if r.returncode != 0:
         raise AssertionError(f"{args[0]} failed ({r.returncode}):\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
     return r.stdout
+
+
+@pytest.fixture
+def make_sim(tmp_path):
+    made = []
+
+    def make(**kw):
+        s = Sim(str(tmp_path), **kw)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+def make_proxy(tmp_path):
+    """holdfast with extra TOML configuration lines."""
+    made = []
+
+    def make(upstream, config=""):
+        path = os.path.join(str(tmp_path), f"holdfast-{len(made)}.toml")
+        with open(path, "w") as f:
+            f.write(config)
+        h = Holdfast(str(tmp_path), upstream, "--config", path)
+        made.append(h)
+        return h
+    yield make
+    for h in made:
+        h.stop()
