@@ -15,6 +15,7 @@ use holdfast_wire::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, WriteRetry};
@@ -140,8 +141,11 @@ struct ClientConn {
     hellos: u64,
 }
 
-/// Serves one client until it disconnects or sends bytes that cannot be framed.
-pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: String)
+/// Serves one client until it disconnects, sends bytes that cannot be
+/// framed, or `shutdown` fires. On shutdown the request being handled (or
+/// held) finishes first; no new request is read. The read side is
+/// cancel-safe: a partly received frame stays in `FramedRead`'s buffer.
+pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: String, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -154,7 +158,13 @@ where
         peer,
         hellos: 0,
     };
-    while let Some(next) = frames.next().await {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            next = frames.next() => next,
+        };
+        let Some(next) = next else { break };
         let frame = match next {
             Ok(f) => f,
             Err(e) => {

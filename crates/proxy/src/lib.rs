@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod gate;
 pub mod handshake;
 pub mod metrics;

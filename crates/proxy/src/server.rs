@@ -31,7 +31,10 @@ pub struct Holdfast {
     pub shared: Arc<Shared>,
     /// The embedded replica set, when holdfast started one.
     pub embedded: Option<holdfast_sim::ReplicaSet>,
+    /// Stops the listeners and makes client connections finish.
     shutdown: CancellationToken,
+    /// Stops the admin endpoint and background tasks, after the drain.
+    background: CancellationToken,
     tracker: TaskTracker,
     draining: Arc<AtomicBool>,
 }
@@ -62,6 +65,7 @@ impl Holdfast {
                 "drain timeout passed with requests still running"
             );
         }
+        self.background.cancel();
         self.shared.topology.shutdown();
         if let Some(rs) = &self.embedded {
             rs.shutdown();
@@ -125,11 +129,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
         cfg: cfg.clone(),
     });
     let shutdown = CancellationToken::new();
+    let background = CancellationToken::new();
     let tracker = TaskTracker::new();
     let draining = Arc::new(AtomicBool::new(false));
 
-    spawn_topology_observer(shared.clone(), shutdown.clone());
-    spawn_sweeper(shared.clone(), shutdown.clone());
+    spawn_topology_observer(shared.clone(), background.clone());
+    spawn_sweeper(shared.clone(), background.clone());
 
     let listen_addr = if let Some(path) = cfg.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
@@ -141,7 +146,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
             loop {
                 let accepted = tokio::select! { _ = sd.cancelled() => break, a = l.accept() => a };
                 let Ok((stream, _)) = accepted else { continue };
-                admit(&sh, &tr, &permits, stream, "unix".to_string());
+                admit(&sh, &tr, &permits, stream, "unix".to_string(), &sd);
             }
         });
         cfg.listen.clone()
@@ -158,7 +163,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
                 match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        admit(&sh, &tr, &permits, stream, peer.to_string());
+                        admit(&sh, &tr, &permits, stream, peer.to_string(), &sd);
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -191,6 +196,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
         shared,
         embedded,
         shutdown,
+        background,
         tracker,
         draining,
     })
@@ -202,6 +208,7 @@ fn admit<S>(
     permits: &Arc<Semaphore>,
     stream: S,
     peer: String,
+    shutdown: &CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -219,9 +226,10 @@ fn admit<S>(
     metrics::gauge!("holdfast_client_connections").increment(1.0);
     let span = tracing::info_span!("client", peer = %peer);
     let sh = sh.clone();
+    let shutdown = shutdown.clone();
     tracker.spawn(
         async move {
-            client::serve(sh, stream, peer).await;
+            client::serve(sh, stream, peer, shutdown).await;
             metrics::gauge!("holdfast_client_connections").decrement(1.0);
             drop(permit);
         }

@@ -46,6 +46,22 @@ struct Cli {
 enum Cmd {
     /// Check a configuration file and print the effective configuration.
     CheckConfig { file: PathBuf },
+    /// Run the seed scenario twice on an embedded replica set, straight and
+    /// through holdfast, and print what the application saw side by side.
+    Demo {
+        /// Application connections
+        #[arg(long, default_value_t = 600)]
+        connections: usize,
+        /// Stepdowns before the final kill
+        #[arg(long, default_value_t = 3)]
+        stepdowns: usize,
+        /// Seconds between failovers
+        #[arg(long, default_value_t = 3)]
+        pause_secs: u64,
+        /// Election time of the embedded replica set, ms
+        #[arg(long, default_value_t = 1500)]
+        election_ms: u64,
+    },
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -91,6 +107,28 @@ fn main() -> anyhow::Result<()> {
         shown.upstream = cfg.redacted_upstream();
         println!("{} is valid.\n{shown:#?}", file.display());
         return Ok(());
+    }
+    if let Some(Cmd::Demo {
+        connections,
+        stepdowns,
+        pause_secs,
+        election_ms,
+    }) = &cli.cmd
+    {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+            .unwrap_or_else(|_| "error".into());
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(holdfast_proxy::demo::run(
+            holdfast_proxy::demo::DemoConfig {
+                connections: *connections,
+                stepdowns: *stepdowns,
+                pause: Duration::from_secs(*pause_secs),
+                election_ms: *election_ms,
+            },
+        ));
     }
     let cfg = load(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
