@@ -11,7 +11,7 @@
 #   .venv/py4   pymongo 4.x (latest), backports.zstd, mockupdb, pytest, zstandard, python-snappy
 #   .venv/py3   pymongo==3.12.3, pytest            (3.12.3 has no cp311 wheel: built from the sdist)
 #   tests/clients/node/node_modules   mongodb 6.x, mongosh 2.x (from package.json / package-lock.json)
-#   Debian packages listed in DEBIAN_PACKAGES below (none yet)
+#   Debian packages listed in DEBIAN_PACKAGES below (prometheus with promtool, haproxy)
 #
 # Environment:
 #   PYTHON=...         interpreter used to create the virtualenvs (default: python3)
@@ -34,7 +34,7 @@ export npm_config_yes=true npm_config_fund=false npm_config_audit=false npm_conf
 # What each virtualenv holds. Changing a line here invalidates that venv's stamp.
 # pymongo >= 4.14 does zstd wire compression with compression.zstd (Python 3.14) or its
 # backport `backports.zstd`; `zstandard` is what fake_mongod.py and the tests use.
-PY4_REQS=("pymongo>=4,<5" "backports.zstd; python_version < '3.14'" "mockupdb" "pytest" "zstandard")
+PY4_REQS=("pymongo>=4,<5" "backports.zstd; python_version < '3.14'" "mockupdb" "pytest" "zstandard" "kubernetes-validate" "pyyaml")
 PY4_OPTIONAL=("python-snappy")            # installed if it installs; tests skip snappy otherwise
 PY3_REQS=("pymongo==3.12.3" "pytest")
 
@@ -43,8 +43,8 @@ PY3_REQS=("pymongo==3.12.3" "pytest")
 # haproxy). `apt-get update` runs at most once per invocation, and only if something is
 # actually missing.
 DEBIAN_PACKAGES=(
-    # prometheus
-    # haproxy
+    prometheus
+    haproxy
 )
 # ---------------------------------------------------------------------------------------
 

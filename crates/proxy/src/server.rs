@@ -183,7 +183,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
                 &cfg.admin_listen,
                 shared.clone(),
                 draining.clone(),
-                shutdown.clone(),
+                background.clone(),
             )
             .await?,
         )
