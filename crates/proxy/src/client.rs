@@ -52,6 +52,20 @@ fn is_rejected_before_executing(code: i32) -> bool {
     matches!(code, 10107 | 13435 | 10058)
 }
 
+/// A copy of an OP_MSG request with `maxTimeMS` set to `left` (at least 1 ms).
+fn with_max_time_ms(frame: &Frame, left: Duration) -> Option<Frame> {
+    let Message::Msg(mut m) = frame.parse(&Limits::default()).ok()? else {
+        return None;
+    };
+    let mut body = Document::from_reader(&m.body[..]).ok()?;
+    body.insert("maxTimeMS", (left.as_millis() as i64).max(1));
+    m.body = reply::document_bytes(&body);
+    let checksum = m.checksum.is_some();
+    let mut out = Vec::with_capacity(m.encoded_len(checksum));
+    m.encode(frame.request_id(), frame.response_to(), checksum, &mut out);
+    Frame::from_bytes(bytes::Bytes::from(out), usize::MAX).ok()
+}
+
 /// What a reply says, from one pass over its top-level fields.
 #[derive(Debug, Default)]
 struct ReplyInfo {
@@ -400,7 +414,28 @@ impl ClientConn {
                     sh.txns.pin(lsid.as_bytes(), txn, target.member.clone());
                 }
             }
-            let sent = self.round_trip(&target, &out, unack).await;
+            // Time spent held counts against the command's maxTimeMS: send
+            // what is left of it.
+            let adjusted;
+            let to_send = match (max_time, held_total.is_zero()) {
+                (Some(deadline), false) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (
+                            Action::Reply(self.gate_error(
+                                frame,
+                                view,
+                                GateError::MaxTimeExpired { waited: held_total },
+                            )),
+                            Outcome::HoldfastError,
+                        );
+                    }
+                    adjusted = with_max_time_ms(&out, left).unwrap_or_else(|| out.clone());
+                    &adjusted
+                }
+                _ => &out,
+            };
+            let sent = self.round_trip(&target, to_send, unack).await;
             match sent {
                 Ok(None) => return (Action::Nothing, Outcome::Ok),
                 Ok(Some(reply)) => {
@@ -772,5 +807,61 @@ impl ClientConn {
             out = out.with_ids(reply.request_id(), frame.request_id());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn held_time_is_taken_off_max_time_ms() {
+        let body = reply::document_bytes(&doc! {"find": "c", "maxTimeMS": 5000, "$db": "d"});
+        let frame = reply::msg_reply_bytes(42, 0, MsgFlags::empty(), body);
+        let out = with_max_time_ms(&frame, Duration::from_millis(1234)).unwrap();
+        assert_eq!(out.request_id(), 42);
+        let Message::Msg(m) = out.parse(&Limits::default()).unwrap() else {
+            panic!()
+        };
+        let d = Document::from_reader(&m.body[..]).unwrap();
+        assert_eq!(d.get_i64("maxTimeMS").unwrap(), 1234);
+        assert_eq!(d.get_str("find").unwrap(), "c");
+        // Never zero: a zero maxTimeMS means "no limit" to the server.
+        let out = with_max_time_ms(&frame, Duration::from_micros(10)).unwrap();
+        let Message::Msg(m) = out.parse(&Limits::default()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            Document::from_reader(&m.body[..])
+                .unwrap()
+                .get_i64("maxTimeMS")
+                .unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn reply_inspection_finds_codes_and_cursor_ids() {
+        let b = reply::document_bytes(
+            &doc! {"ok": 0.0, "code": 10107, "errmsg": "not primary", "topologyVersion": {"x": 1}},
+        );
+        let i = inspect(RawDocument::from_bytes(&b).unwrap());
+        assert!(!i.ok && i.code == Some(10107) && i.has_topology_version);
+        let b = reply::document_bytes(
+            &doc! {"cursor": {"id": 77i64, "ns": "a.b", "firstBatch": []}, "ok": 1.0},
+        );
+        let i = inspect(RawDocument::from_bytes(&b).unwrap());
+        assert!(i.ok && i.cursor_id == Some(77));
+        let b = reply::document_bytes(
+            &doc! {"n": 1, "writeConcernError": {"code": 11602, "errmsg": "x"}, "ok": 1.0},
+        );
+        let i = inspect(RawDocument::from_bytes(&b).unwrap());
+        assert!(i.ok && i.wce_code == Some(11602));
+        for c in [10107, 13435, 10058, 11600, 11602, 13436, 189, 91] {
+            assert!(is_state_change_code(c));
+        }
+        assert!(!is_state_change_code(11000) && !is_state_change_code(50));
+        assert!(is_rejected_before_executing(10107) && !is_rejected_before_executing(11602));
     }
 }
