@@ -155,3 +155,19 @@ def test_json_logs_carry_the_client_peer(tmp_path, sim):
     assert "peer" in json.dumps(x.get("span", {})) + json.dumps(x.get("spans", []))
     # Quiet by default: no log line per ordinary request.
     assert not [x for x in lines if x.get("fields", {}).get("command") == "insert"]
+
+
+def test_unix_socket_listener(tmp_path, sim):
+    sock = str(tmp_path / "holdfast.sock")
+    admin = free_port_block(1)
+    p = subprocess.Popen([os.path.join(BIN, "holdfast"), "--upstream", sim.uri, "--listen", f"unix:{sock}",
+                          "--admin-listen", f"127.0.0.1:{admin}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        uri = "mongodb://" + urllib.parse.quote(sock, safe="")
+        wait_until(lambda: pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping"), 20, "unix socket")
+        c = pymongo.MongoClient(uri)
+        c.db.c.insert_one({"_id": "unix"})
+        assert c.db.c.find_one({"_id": "unix"}) == {"_id": "unix"}
+    finally:
+        p.terminate()
+        p.wait(10)
