@@ -353,9 +353,12 @@ impl ClientConn {
                     ));
                 }
             }
-            CommandClass::TransactionStatement
-            | CommandClass::CommitTransaction
-            | CommandClass::AbortTransaction => {
+            // Statements stay on the transaction's member (elsewhere it does
+            // not exist). commit/abort go to the current primary: in a
+            // replica set that is the same member unless a failover
+            // happened, and then a driver's commit retry must reach the new
+            // primary, which knows the transaction's fate.
+            CommandClass::TransactionStatement => {
                 if let (Some(lsid), Some(txn)) = (view.lsid, view.txn_number) {
                     if let Some(member) = self.shared.txns.get(lsid.as_bytes(), txn) {
                         return Ok((
