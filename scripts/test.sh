@@ -23,3 +23,6 @@ if ls tests/e2e/test_*.py >/dev/null 2>&1; then
   echo "== end-to-end tests with real clients"
   HOLDFAST_BIN_DIR="$PWD/target/debug" .venv/py4/bin/python -m pytest -q tests/e2e
 fi
+
+echo "== deploy/ checks (promtool, kubernetes-validate, dashboard, live Prometheus)"
+bash scripts/check-deploy.sh
