@@ -228,14 +228,88 @@ impl<'a> CommandView<'a> {
         Ok(view)
     }
 
+    /// One pass over the body's top-level fields. Well-formed bodies made of
+    /// the BSON types drivers put in commands are walked by [`fast_element`],
+    /// which does not decode values the proxy never reads; anything else (a
+    /// malformed body, or a rare type such as a regex or code) goes through
+    /// bson's validating iterator. Both give the same view and the same errors.
+    #[inline]
     fn scan(
         body: &'a RawDocument,
         sequences: &'a [DocumentSequence],
     ) -> Result<CommandView<'a>, WireError> {
-        let mut it = body.iter();
+        // Filled in place: the view is large, and moving it between helpers
+        // costs more than the walk of a small command.
+        let mut v = Self::empty(body, sequences);
+        if !v.fill_fast() {
+            v = Self::empty(body, sequences);
+            v.fill_bson()?;
+        }
+        for s in sequences {
+            let check: fn(&RawDocument) -> bool = match (v.name, s.identifier.as_str()) {
+                ("update", "updates") => is_multi_update,
+                ("delete", "deletes") => is_multi_delete,
+                _ => continue,
+            };
+            for d in s.iter() {
+                if check(d?) {
+                    v.multi_statement = true;
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// The fast walk ([`fast_element`] for each field). `false` when the
+    /// body needs bson's full validation; the view is then partly filled and
+    /// must be discarded.
+    #[inline]
+    fn fill_fast(&mut self) -> bool {
+        let doc = self.body.as_bytes();
+        // RawDocument guarantees len ≥ 5 and a NUL last byte; like bson's
+        // iterator, the walk must land exactly on that byte.
+        let last = doc.len() - 1;
+        let mut at = 4;
+        let mut first = true;
+        while at < last {
+            let Some((key, value, next)) = fast_element(doc, at) else {
+                return false;
+            };
+            at = next;
+            if first {
+                first = false;
+                let Ok(name) = std::str::from_utf8(key) else {
+                    return false;
+                };
+                self.name = name;
+                if name == "getMore" {
+                    self.cursor_id = value.value().and_then(as_i64);
+                }
+            } else {
+                self.field(key, value);
+            }
+        }
+        !first && at == last
+    }
+
+    /// The walk with bson's iterator, which decodes and checks every value.
+    fn fill_bson(&mut self) -> Result<(), WireError> {
+        let mut it = self.body.iter();
         let (name, first_value) = it.next().ok_or(WireError::EmptyCommand)?.map_err(bad)?;
-        let mut v = CommandView {
-            name,
+        self.name = name;
+        if name == "getMore" {
+            self.cursor_id = as_i64(first_value);
+        }
+        for el in it {
+            let (k, val) = el.map_err(bad)?;
+            self.field(k.as_bytes(), Field::from_bson(val));
+        }
+        Ok(())
+    }
+
+    fn empty(body: &'a RawDocument, sequences: &'a [DocumentSequence]) -> CommandView<'a> {
+        CommandView {
+            name: "",
             body,
             db: None,
             lsid: None,
@@ -251,78 +325,67 @@ impl<'a> CommandView<'a> {
             has_out_or_merge: false,
             multi_statement: false,
             sequences,
-        };
-        if name == "getMore" {
-            v.cursor_id = as_i64(first_value);
         }
-        for el in it {
-            let (k, val) = el.map_err(bad)?;
-            match k {
-                "$db" => {
-                    if let RawBsonRef::String(s) = val {
-                        v.db = Some(s);
+    }
+
+    /// Takes in one top-level field after the first (`k` is its name).
+    #[inline]
+    fn field(&mut self, k: &[u8], f: Field<'a>) {
+        let name = self.name;
+        match k {
+            b"$db" => {
+                if let Some(RawBsonRef::String(s)) = f.value() {
+                    self.db = Some(s);
+                }
+            }
+            b"lsid" => {
+                if let Some(RawBsonRef::Document(d)) = f.value() {
+                    self.lsid = Some(d);
+                }
+            }
+            b"txnNumber" => self.txn_number = f.value().and_then(as_i64),
+            b"autocommit" => self.autocommit = f.value().and_then(as_bool),
+            b"startTransaction" => {
+                self.start_transaction = f.value().and_then(as_bool).unwrap_or(false)
+            }
+            b"$readPreference" => {
+                if let Some(RawBsonRef::Document(d)) = f.value() {
+                    self.read_preference = Some(d);
+                }
+            }
+            b"maxTimeMS" => self.max_time_ms = f.value().and_then(as_i64),
+            b"writeConcern" => {
+                if let Some(RawBsonRef::Document(wc)) = f.value() {
+                    if let Ok(Some(w)) = wc.get("w") {
+                        self.write_concern_w0 = as_i64(w) == Some(0);
                     }
                 }
-                "lsid" => {
-                    if let RawBsonRef::Document(d) = val {
-                        v.lsid = Some(d);
-                    }
-                }
-                "txnNumber" => v.txn_number = as_i64(val),
-                "autocommit" => v.autocommit = as_bool(val),
-                "startTransaction" => v.start_transaction = as_bool(val).unwrap_or(false),
-                "$readPreference" => {
-                    if let RawBsonRef::Document(d) = val {
-                        v.read_preference = Some(d);
-                    }
-                }
-                "maxTimeMS" => v.max_time_ms = as_i64(val),
-                "writeConcern" => {
-                    if let RawBsonRef::Document(wc) = val {
-                        if let Ok(Some(w)) = wc.get("w") {
-                            v.write_concern_w0 = as_i64(w) == Some(0);
+            }
+            b"pipeline" if name == "aggregate" => {
+                if let Some(stages) = f.array() {
+                    if let Some(Ok((_, RawBsonRef::Document(last)))) = stages.iter().last() {
+                        if let Some(Ok((stage, _))) = last.iter().next() {
+                            self.has_out_or_merge = stage == "$out" || stage == "$merge";
                         }
                     }
                 }
-                "pipeline" if name == "aggregate" => {
-                    if let RawBsonRef::Array(stages) = val {
-                        if let Some(Ok(RawBsonRef::Document(last))) = stages.into_iter().last() {
-                            if let Some(Ok((stage, _))) = last.iter().next() {
-                                v.has_out_or_merge = stage == "$out" || stage == "$merge";
-                            }
-                        }
-                    }
-                }
-                "updates" if name == "update" => {
-                    if let RawBsonRef::Array(a) = val {
-                        v.multi_statement |= a.into_iter().any(
-                            |s| matches!(s, Ok(RawBsonRef::Document(d)) if is_multi_update(d)),
-                        );
-                    }
-                }
-                "deletes" if name == "delete" => {
-                    if let RawBsonRef::Array(a) = val {
-                        v.multi_statement |= a.into_iter().any(
-                            |s| matches!(s, Ok(RawBsonRef::Document(d)) if is_multi_delete(d)),
-                        );
-                    }
-                }
-                _ => {}
             }
-        }
-        for s in sequences {
-            let check: fn(&RawDocument) -> bool = match (name, s.identifier.as_str()) {
-                ("update", "updates") => is_multi_update,
-                ("delete", "deletes") => is_multi_delete,
-                _ => continue,
-            };
-            for d in s.iter() {
-                if check(d?) {
-                    v.multi_statement = true;
+            b"updates" if name == "update" => {
+                if let Some(a) = f.array() {
+                    self.multi_statement |= a.iter().any(
+                        |s| matches!(s, Ok((_, RawBsonRef::Document(d))) if is_multi_update(d)),
+                    );
                 }
             }
+            b"deletes" if name == "delete" => {
+                if let Some(a) = f.array() {
+                    self.multi_statement |= a.iter().any(
+                        |s| matches!(s, Ok((_, RawBsonRef::Document(d))) if is_multi_delete(d)),
+                    );
+                }
+            }
+            _ => {}
         }
-        Ok(v)
     }
 
     /// The kind-1 sequence with this identifier, if any.
@@ -401,4 +464,401 @@ fn is_multi_update(d: &RawDocument) -> bool {
 
 fn is_multi_delete(d: &RawDocument) -> bool {
     matches!(d.get("limit"), Ok(Some(v)) if as_i64(v) == Some(0))
+}
+
+/// A top-level field's value as [`CommandView::scan`] reads it. The fast
+/// walk has already checked every byte of it; it is turned into a bson value
+/// only when the scan reads it.
+#[derive(Clone, Copy)]
+enum Field<'a> {
+    Value(RawBsonRef<'a>),
+    /// A string's bytes (valid UTF-8, checked).
+    Str(&'a [u8]),
+    /// An embedded document's bytes (length prefix and NUL checked).
+    Doc(&'a [u8]),
+    /// An array's bytes, as a document (keys "0", "1", …): iterating it
+    /// yields the same values, in the same order, as `RawArray`'s iterator.
+    Array(&'a [u8]),
+    /// A well-formed value of a type the scan never reads (ObjectId, date,
+    /// timestamp, decimal, binary, null, undefined, min/max key).
+    Skipped,
+}
+
+impl<'a> Field<'a> {
+    fn from_bson(v: RawBsonRef<'a>) -> Field<'a> {
+        match v {
+            RawBsonRef::Array(a) => Field::Array(a.as_bytes()),
+            other => Field::Value(other),
+        }
+    }
+
+    /// The value, for the types the scan reads (conversions cannot fail:
+    /// the bytes were checked by the walk).
+    fn value(self) -> Option<RawBsonRef<'a>> {
+        match self {
+            Field::Value(v) => Some(v),
+            Field::Str(b) => std::str::from_utf8(b).ok().map(RawBsonRef::String),
+            Field::Doc(b) => RawDocument::from_bytes(b).ok().map(RawBsonRef::Document),
+            Field::Array(_) | Field::Skipped => None,
+        }
+    }
+
+    fn array(self) -> Option<&'a RawDocument> {
+        match self {
+            Field::Array(b) => RawDocument::from_bytes(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the NUL that ends the C string starting at `i` (the caller knows
+/// `buf` ends with a NUL). Returns its index, and whether every byte before
+/// it is ASCII. Eight bytes at a time: keys are short, and this is the
+/// innermost loop of the command scan.
+#[inline]
+fn cstring_end(buf: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut high = 0u64;
+    while let Some(w) = buf.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let x = u64::from_le_bytes(*w);
+        // The lowest set bit marks the first zero byte exactly (borrows
+        // only disturb the bytes after it).
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            let n = (zero.trailing_zeros() / 8) as usize;
+            let before = if n == 0 {
+                0
+            } else {
+                x & (u64::MAX >> (64 - 8 * n))
+            };
+            return Some((i + n, (high | before) & HI == 0));
+        }
+        high |= x;
+        i += 8;
+    }
+    let mut ascii = high & HI == 0;
+    loop {
+        let b = *buf.get(i)?;
+        if b == 0 {
+            return Some((i, ascii));
+        }
+        ascii &= b.is_ascii();
+        i += 1;
+    }
+}
+
+/// UTF-8 check with a fast path for ASCII, which command strings nearly
+/// always are.
+#[inline]
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
+/// The element at `at` in `doc`: its key's bytes, its value and where the
+/// next element starts. Checks what bson's `RawIter` + `RawElement::value`
+/// would, without building a bson value (see [`Field`]), and is never more
+/// lenient: for any element it is not sure of (a rare type, a bad length,
+/// invalid UTF-8, …) it returns `None`, and the caller falls back to bson,
+/// which then yields exactly what it always did.
+#[inline(always)]
+fn fast_element(doc: &[u8], at: usize) -> Option<(&[u8], Field<'_>, usize)> {
+    let tag = *doc.get(at)?;
+    let (nul, ascii) = cstring_end(doc, at + 1)?;
+    let key = &doc[at + 1..nul];
+    if !ascii && std::str::from_utf8(key).is_err() {
+        return None;
+    }
+    let p = nul + 1;
+    let bytes = |n: usize| doc.get(p..p.checked_add(n)?);
+    let len_prefix = || {
+        let b = doc.get(p..)?.first_chunk::<4>()?;
+        usize::try_from(i32::from_le_bytes(*b)).ok()
+    };
+    let (size, field) = match tag {
+        // double
+        0x01 => {
+            let b = bytes(8)?;
+            let f = f64::from_le_bytes(b.try_into().ok()?);
+            (8, Field::Value(RawBsonRef::Double(f)))
+        }
+        // string: int32 length (≥ 1, NUL included), UTF-8, NUL
+        0x02 => {
+            let n = len_prefix()?;
+            if n < 1 {
+                return None;
+            }
+            let b = bytes(n.checked_add(4)?)?;
+            let s = &b[4..b.len() - 1];
+            if b[b.len() - 1] != 0 || !is_utf8(s) {
+                return None;
+            }
+            (b.len(), Field::Str(s))
+        }
+        // document, array: length ≥ 5 and within bounds, last byte NUL
+        // (what RawDocument::from_bytes checks)
+        0x03 | 0x04 => {
+            let n = len_prefix()?;
+            if n < 5 {
+                return None;
+            }
+            let b = bytes(n)?;
+            if b[n - 1] != 0 {
+                return None;
+            }
+            (
+                n,
+                if tag == 0x03 {
+                    Field::Doc(b)
+                } else {
+                    Field::Array(b)
+                },
+            )
+        }
+        // binary: int32 length, subtype, bytes; the old subtype 2 has an
+        // inner length that only bson checks
+        0x05 => {
+            let b = bytes(len_prefix()?.checked_add(5)?)?;
+            if b[4] == 0x02 {
+                return None;
+            }
+            (b.len(), Field::Skipped)
+        }
+        // undefined, null, max key, min key
+        0x06 | 0x0A | 0x7F | 0xFF => (0, Field::Skipped),
+        // ObjectId
+        0x07 => (bytes(12)?.len(), Field::Skipped),
+        // boolean: 0 or 1 only
+        0x08 => {
+            let b = *doc.get(p)?;
+            if b > 1 {
+                return None;
+            }
+            (1, Field::Value(RawBsonRef::Boolean(b == 1)))
+        }
+        // UTC datetime, timestamp
+        0x09 | 0x11 => (bytes(8)?.len(), Field::Skipped),
+        0x10 => {
+            let b = doc.get(p..)?.first_chunk::<4>()?;
+            (4, Field::Value(RawBsonRef::Int32(i32::from_le_bytes(*b))))
+        }
+        0x12 => {
+            let b = doc.get(p..)?.first_chunk::<8>()?;
+            (8, Field::Value(RawBsonRef::Int64(i64::from_le_bytes(*b))))
+        }
+        // decimal128
+        0x13 => (bytes(16)?.len(), Field::Skipped),
+        // regex, DBPointer, code, symbol, code with scope, unknown tags
+        _ => return None,
+    };
+    // `p + size` ≤ len here; past the terminating NUL it makes the caller's
+    // end check fail, as bson's "iteration overflowed" does.
+    Some((key, field, p + size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Frame, Limits, Message};
+
+    /// Every command document of the captured fixtures (OP_MSG bodies,
+    /// OP_QUERY commands, compressed frames decompressed).
+    fn fixture_commands() -> Vec<Vec<u8>> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "bin") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        walk(&dir, &mut files);
+        files.sort();
+        let limits = Limits::default();
+        let mut docs = Vec::new();
+        for f in files {
+            let raw = bytes::Bytes::from(std::fs::read(&f).unwrap());
+            let mut frame = Frame::from_bytes(raw, limits.max_message_size).unwrap();
+            if let Ok(Message::Compressed(c)) = frame.parse(&limits) {
+                frame = c
+                    .decompress(frame.header(), limits.max_message_size)
+                    .unwrap();
+            }
+            match frame.parse(&limits).unwrap() {
+                Message::Msg(m) => docs.push(m.body.to_vec()),
+                Message::Query(q) => docs.push(q.query.to_vec()),
+                other => panic!("{}: {other:?}", f.display()),
+            }
+        }
+        assert!(docs.len() >= 100, "only {} fixture commands", docs.len());
+        docs
+    }
+
+    fn fast(body: &RawDocument) -> Option<CommandView<'_>> {
+        let mut v = CommandView::empty(body, &[]);
+        v.fill_fast().then_some(v)
+    }
+
+    fn slow(body: &RawDocument) -> Result<CommandView<'_>, WireError> {
+        let mut v = CommandView::empty(body, &[]);
+        v.fill_bson().map(|()| v)
+    }
+
+    fn same(doc: &[u8]) {
+        let Ok(body) = RawDocument::from_bytes(doc) else {
+            return;
+        };
+        let reference = format!("{:?}", slow(body));
+        if let Some(fast) = fast(body) {
+            assert_eq!(format!("{:?}", Ok::<_, WireError>(fast)), reference);
+        }
+        assert_eq!(format!("{:?}", CommandView::scan(body, &[])), reference);
+    }
+
+    #[test]
+    fn fast_scan_takes_every_fixture_command() {
+        for doc in fixture_commands() {
+            let body = RawDocument::from_bytes(&doc).unwrap();
+            let fast = fast(body).expect("fast path taken");
+            let slow = slow(body).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        }
+    }
+
+    /// Differential: every one-byte change of every fixture command gives the
+    /// same view (or error) through `scan` as through bson alone.
+    #[test]
+    fn fast_scan_agrees_with_bson_on_mutations() {
+        for doc in fixture_commands() {
+            same(&doc);
+            let mut m = doc.clone();
+            for i in 4..doc.len() {
+                let orig = doc[i];
+                for b in [
+                    0x00,
+                    0x01,
+                    0x02,
+                    0x05,
+                    0x7F,
+                    0xFF,
+                    orig ^ 0x80,
+                    orig.wrapping_add(1),
+                ] {
+                    m[i] = b;
+                    same(&m);
+                }
+                m[i] = orig;
+            }
+        }
+    }
+
+    #[test]
+    fn cstring_end_matches_a_byte_loop() {
+        for len in 0..40usize {
+            for extra in 0..10usize {
+                for bad in std::iter::once(None).chain((0..len).map(Some)) {
+                    let mut buf: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    if let Some(i) = bad {
+                        buf[i] = 0xC3;
+                    }
+                    buf.push(0);
+                    buf.resize(buf.len() + extra, 0x80);
+                    buf.push(0);
+                    for start in 0..=len.min(9) {
+                        let nul = start + buf[start..].iter().position(|&b| b == 0).unwrap();
+                        let ascii = buf[start..nul].is_ascii();
+                        assert_eq!(cstring_end(&buf, start), Some((nul, ascii)));
+                    }
+                }
+            }
+        }
+        assert_eq!(cstring_end(b"abc", 0), None);
+        assert_eq!(cstring_end(b"abc", 7), None);
+    }
+
+    #[test]
+    fn fast_scan_agrees_with_bson_on_non_ascii() {
+        use bson::doc;
+        for d in [
+            doc! {"find": "ünïcödé", "ключ": 1, "$db": "базa", "lsid": {"id": 1}},
+            doc! {"é": 1, "$db": "x"},
+            doc! {"find": "c", "a-very-long-key-name-that-spans-words-ü": "ß", "$db": "x"},
+        ] {
+            let mut raw = Vec::new();
+            d.to_writer(&mut raw).unwrap();
+            let body = RawDocument::from_bytes(&raw).unwrap();
+            assert!(fast(body).is_some());
+            same(&raw);
+        }
+    }
+
+    #[test]
+    fn fast_scan_agrees_with_bson_on_every_type() {
+        use bson::{doc, spec::BinarySubtype, Binary, Bson, JavaScriptCodeWithScope, Regex};
+        let values: Vec<Bson> = vec![
+            Bson::Double(0.0),
+            Bson::String("s".into()),
+            Bson::Document(doc! {"a": 1}),
+            Bson::Array(vec![Bson::Int32(1), Bson::Document(doc! {"multi": true})]),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: vec![1, 2],
+            }),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::BinaryOld,
+                bytes: vec![1, 2],
+            }),
+            Bson::Undefined,
+            Bson::ObjectId(bson::oid::ObjectId::from_bytes([1; 12])),
+            Bson::Boolean(true),
+            Bson::Boolean(false),
+            Bson::DateTime(bson::DateTime::from_millis(5)),
+            Bson::Null,
+            Bson::RegularExpression(Regex {
+                pattern: "a".into(),
+                options: "i".into(),
+            }),
+            Bson::JavaScriptCode("x".into()),
+            Bson::Symbol("y".into()),
+            Bson::JavaScriptCodeWithScope(JavaScriptCodeWithScope {
+                code: "z".into(),
+                scope: doc! {"q": 1},
+            }),
+            Bson::Int32(0),
+            Bson::Timestamp(bson::Timestamp {
+                time: 1,
+                increment: 2,
+            }),
+            Bson::Int64(0),
+            Bson::Decimal128(bson::Decimal128::from_bytes([0; 16])),
+            Bson::MaxKey,
+            Bson::MinKey,
+        ];
+        for cmd in ["getMore", "update", "delete", "aggregate", "insert"] {
+            for k in [
+                "x",
+                "txnNumber",
+                "autocommit",
+                "startTransaction",
+                "maxTimeMS",
+                "$db",
+                "lsid",
+                "writeConcern",
+                "updates",
+                "deletes",
+                "pipeline",
+            ] {
+                for v in &values {
+                    let d = doc! {cmd: v.clone(), k: v.clone(), "$db": "app"};
+                    let mut raw = Vec::new();
+                    d.to_writer(&mut raw).unwrap();
+                    same(&raw);
+                }
+            }
+        }
+    }
 }
