@@ -74,7 +74,7 @@ async fn workload(
                 i += 1;
                 let id = (i % 100) as i32;
                 let t0 = Instant::now();
-                let write = i % 10 == 0;
+                let write = i.is_multiple_of(10);
                 let r = if write {
                     coll.update_one(doc! {"_id": id}, doc! {"$inc": {"n": 1}})
                         .await

@@ -60,9 +60,12 @@ impl Cursors {
     }
 }
 
-/// lsid (raw bytes of the `lsid` document) → (txnNumber, member).
+/// A pinned transaction: its txnNumber, its member, when last used.
+type Pin = (i64, Arc<str>, Instant);
+
+/// lsid (raw bytes of the `lsid` document) → its transaction's pin.
 pub struct TxnPins {
-    map: Mutex<HashMap<Vec<u8>, (i64, Arc<str>, Instant)>>,
+    map: Mutex<HashMap<Vec<u8>, Pin>>,
     idle: Duration,
 }
 
