@@ -37,6 +37,7 @@ pub struct Shared {
     pub limits: Limits,
     pub next_conn_id: AtomicI64,
     pub next_request_id: AtomicI32,
+    pub metrics: m::RequestMetrics,
 }
 
 /// Codes of the not-primary and node-is-recovering families (SDAM).
@@ -187,10 +188,14 @@ where
                 break;
             }
         };
-        metrics::counter!("holdfast_bytes_received_total").increment(frame.len() as u64);
+        client
+            .shared
+            .metrics
+            .bytes_received
+            .increment(frame.len() as u64);
         match client.handle(frame).await {
             Action::Reply(r) => {
-                metrics::counter!("holdfast_bytes_sent_total").increment(r.len() as u64);
+                client.shared.metrics.bytes_sent.increment(r.len() as u64);
                 if wr.write_all(r.raw()).await.is_err() {
                     break;
                 }
@@ -300,7 +305,7 @@ impl ClientConn {
         }
         let started = Instant::now();
         let (action, outcome) = self.forward(frame, view, class).await;
-        m::request(
+        self.shared.metrics.request(
             class.label(),
             outcome.label(),
             started.elapsed().as_secs_f64(),

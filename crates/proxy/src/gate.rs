@@ -36,6 +36,9 @@ pub struct Gate {
     max_held: usize,
     max_held_bytes: usize,
     rx: watch::Receiver<Arc<Snapshot>>,
+    /// The current primary as a `Target`, rebuilt only when the epoch changes
+    /// (saves an allocation per request).
+    cached: Mutex<Option<Target>>,
 }
 
 struct HeldGuard<'a> {
@@ -64,6 +67,7 @@ impl Gate {
             max_held,
             max_held_bytes,
             rx: rx.clone(),
+            cached: Mutex::new(None),
         });
         // Release task: whenever a primary is known, hand it to every held
         // request in arrival order.
@@ -83,11 +87,24 @@ impl Gate {
         self.held.load(Ordering::Acquire)
     }
 
-    fn release(&self, snap: &Snapshot) {
-        let Some(p) = &snap.primary else { return };
-        let target = Target {
+    /// The primary of `snap` as a target (cached per epoch).
+    fn target_of(&self, snap: &Snapshot) -> Option<Target> {
+        let p = snap.primary.as_ref()?;
+        let mut cached = self.cached.lock().unwrap();
+        if let Some(t) = cached.as_ref().filter(|t| t.epoch == snap.epoch) {
+            return Some(t.clone());
+        }
+        let t = Target {
             member: Arc::from(p.as_str()),
             epoch: snap.epoch,
+        };
+        *cached = Some(t.clone());
+        Some(t)
+    }
+
+    fn release(&self, snap: &Snapshot) {
+        let Some(target) = self.target_of(snap) else {
+            return;
         };
         let waiters: Vec<_> = self.queue.lock().unwrap().drain(..).collect();
         for w in waiters {
@@ -104,15 +121,8 @@ impl Gate {
         deadline: Instant,
         max_time_deadline: Option<Instant>,
     ) -> Result<(Target, Duration), GateError> {
-        let snap = self.rx.borrow().clone();
-        if let Some(p) = &snap.primary {
-            return Ok((
-                Target {
-                    member: Arc::from(p.as_str()),
-                    epoch: snap.epoch,
-                },
-                Duration::ZERO,
-            ));
+        if let Some(t) = self.target_of(&self.rx.borrow()) {
+            return Ok((t, Duration::ZERO));
         }
         let start = Instant::now();
         let held = self.held.fetch_add(1, Ordering::AcqRel) + 1;

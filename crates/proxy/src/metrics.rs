@@ -105,9 +105,68 @@ pub fn backend_conn_closed(member: &str, reason: &'static str) {
     gauge!("holdfast_backend_connections", "member" => member.to_string()).decrement(1.0);
 }
 
-pub fn request(class: &'static str, outcome: &'static str, seconds: f64) {
-    counter!("holdfast_requests_total", "class" => class, "outcome" => outcome).increment(1);
-    histogram!("holdfast_request_duration_seconds", "class" => class).record(seconds);
+/// Command classes and request outcomes, as metric label values.
+pub const CLASSES: [&str; 11] = [
+    "handshake",
+    "auth",
+    "read",
+    "cursor",
+    "retryable_write",
+    "write",
+    "txn_statement",
+    "txn_commit",
+    "txn_abort",
+    "diagnostic",
+    "other",
+];
+pub const OUTCOMES: [&str; 4] = ["ok", "server_error", "replayed", "holdfast_error"];
+
+/// Handles for the per-request metrics, registered once: looking a
+/// labelled metric up in the registry on every request costs more than the
+/// rest of the bookkeeping.
+pub struct RequestMetrics {
+    requests: Vec<metrics::Counter>,
+    durations: Vec<metrics::Histogram>,
+    pub bytes_received: metrics::Counter,
+    pub bytes_sent: metrics::Counter,
+}
+
+impl RequestMetrics {
+    /// Registers the handles with the installed recorder (no-ops if none).
+    pub fn new() -> RequestMetrics {
+        let mut requests = Vec::new();
+        let mut durations = Vec::new();
+        for class in CLASSES {
+            for outcome in OUTCOMES {
+                requests.push(
+                    counter!("holdfast_requests_total", "class" => class, "outcome" => outcome),
+                );
+            }
+            durations.push(histogram!("holdfast_request_duration_seconds", "class" => class));
+        }
+        RequestMetrics {
+            requests,
+            durations,
+            bytes_received: counter!("holdfast_bytes_received_total"),
+            bytes_sent: counter!("holdfast_bytes_sent_total"),
+        }
+    }
+
+    pub fn request(&self, class: &'static str, outcome: &'static str, seconds: f64) {
+        let c = CLASSES
+            .iter()
+            .position(|x| *x == class)
+            .unwrap_or(CLASSES.len() - 1);
+        let o = OUTCOMES.iter().position(|x| *x == outcome).unwrap_or(0);
+        self.requests[c * OUTCOMES.len() + o].increment(1);
+        self.durations[c].record(seconds);
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 pub fn protocol_error(kind: &'static str) {

@@ -126,6 +126,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
         limits,
         next_conn_id: AtomicI64::new(1),
         next_request_id: AtomicI32::new(1),
+        metrics: crate::metrics::RequestMetrics::new(),
         cfg: cfg.clone(),
     });
     let shutdown = CancellationToken::new();
