@@ -25,6 +25,9 @@ use crate::metrics as m;
 use crate::pool::{BackendError, Pools};
 use crate::router::{Cursors, TxnPins};
 
+/// Initial read buffer of a client connection, bytes.
+const CLIENT_READ_BUFFER: usize = 512;
+
 /// Everything the client tasks share.
 pub struct Shared {
     pub cfg: Arc<Config>,
@@ -166,7 +169,11 @@ where
 {
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let (rd, mut wr) = tokio::io::split(stream);
-    let mut frames = FramedRead::new(rd, FrameCodec::new(shared.limits));
+    // A small first read buffer: an idle connection costs little, and the
+    // decoder reserves exactly what a larger frame needs once its length is
+    // known.
+    let mut frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(shared.limits), CLIENT_READ_BUFFER);
     let mut client = ClientConn {
         shared,
         conn_id,
@@ -304,7 +311,9 @@ impl ClientConn {
             return self.hello(frame, view).await;
         }
         let started = Instant::now();
-        let (action, outcome) = self.forward(frame, view, class).await;
+        // Boxed: the request path's state lives on the heap only while a
+        // request is in flight, so an idle connection's task stays small.
+        let (action, outcome) = Box::pin(self.forward(frame, view, class)).await;
         self.shared.metrics.request(
             class.label(),
             outcome.label(),
