@@ -89,7 +89,8 @@ fn num(v: RawBsonRef<'_>) -> Option<f64> {
     }
 }
 
-fn reply_body(frame: &Frame) -> Option<(bytes::Bytes, bool)> {
+/// The body of a reply (OP_MSG body, or an OP_REPLY's first document).
+fn reply_body(frame: &Frame) -> Option<bytes::Bytes> {
     match frame
         .parse(&Limits {
             verify_checksum: false,
@@ -97,10 +98,10 @@ fn reply_body(frame: &Frame) -> Option<(bytes::Bytes, bool)> {
         })
         .ok()?
     {
-        Message::Msg(m) => Some((m.body, false)),
+        Message::Msg(m) => Some(m.body),
         Message::Reply(r) => {
-            let len = i32::from_le_bytes(r.documents.get(0..4)?.try_into().ok()?) as usize;
-            Some((r.documents.slice(0..len.min(r.documents.len())), true))
+            let len = r.first_doc().ok()?.as_bytes().len();
+            Some(r.documents.slice(0..len))
         }
         _ => None,
     }
@@ -456,7 +457,7 @@ impl ClientConn {
             match sent {
                 Ok(None) => return (Action::Nothing, Outcome::Ok),
                 Ok(Some(reply)) => {
-                    let Some((body_bytes, _legacy)) = reply_body(&reply) else {
+                    let Some(body_bytes) = reply_body(&reply) else {
                         return (Action::Reply(reply), Outcome::Ok);
                     };
                     let Ok(body) = RawDocument::from_bytes(&body_bytes) else {
