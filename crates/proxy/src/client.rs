@@ -351,43 +351,25 @@ impl ClientConn {
         deadline: Instant,
         max_time: Option<Instant>,
     ) -> Result<(Target, Duration, bool), GateError> {
-        let epoch = || self.shared.topology.snapshot().epoch;
-        match class {
-            CommandClass::CursorContinuation => {
-                let id = view
-                    .cursor_id
-                    .or_else(|| view.kill_cursor_ids().first().copied());
-                if let Some(member) = id.and_then(|id| self.shared.cursors.get(id)) {
-                    return Ok((
-                        Target {
-                            member,
-                            epoch: epoch(),
-                        },
-                        Duration::ZERO,
-                        true,
-                    ));
-                }
-            }
+        let pinned = match class {
+            CommandClass::CursorContinuation => view
+                .cursor_id
+                .or_else(|| view.kill_cursor_ids().first().copied())
+                .and_then(|id| self.shared.cursors.get(id)),
             // Statements stay on the transaction's member (elsewhere it does
             // not exist). commit/abort go to the current primary: in a
             // replica set that is the same member unless a failover
             // happened, and then a driver's commit retry must reach the new
             // primary, which knows the transaction's fate.
-            CommandClass::TransactionStatement => {
-                if let (Some(lsid), Some(txn)) = (view.lsid, view.txn_number) {
-                    if let Some(member) = self.shared.txns.get(lsid.as_bytes(), txn) {
-                        return Ok((
-                            Target {
-                                member,
-                                epoch: epoch(),
-                            },
-                            Duration::ZERO,
-                            true,
-                        ));
-                    }
-                }
-            }
-            _ => {}
+            CommandClass::TransactionStatement => match (view.lsid, view.txn_number) {
+                (Some(lsid), Some(txn)) => self.shared.txns.get(lsid.as_bytes(), txn),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(member) = pinned {
+            let epoch = self.shared.topology.snapshot().epoch;
+            return Ok((Target { member, epoch }, Duration::ZERO, true));
         }
         let (t, held) = self.shared.gate.primary(bytes, deadline, max_time).await?;
         Ok((t, held, false))
