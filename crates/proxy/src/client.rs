@@ -181,10 +181,13 @@ where
         peer,
         hellos: 0,
     };
+    // Registered with the token once per connection, not once per request.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             next = frames.next() => next,
         };
         let Some(next) = next else { break };
