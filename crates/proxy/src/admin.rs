@@ -19,6 +19,9 @@ use crate::client::Shared;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often recorded histogram samples are folded into their buckets.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Installs the Prometheus recorder once per process (the `metrics` facade
 /// is process-wide by design); later calls reuse it.
 pub fn prometheus() -> Option<PrometheusHandle> {
@@ -34,6 +37,18 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             crate::metrics::describe();
+            // Histogram samples pile up in the recorder until they are
+            // folded into buckets; only `install()` would do that for us.
+            // Without it, memory grows with every request between scrapes
+            // (and for ever when nobody scrapes).
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("holdfast-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
             Some(handle)
         })
         .clone()

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::{doc, Document, RawBsonRef, RawDocument};
+use bson::{doc, Document, RawDocument};
 use futures::StreamExt;
 use holdfast_topology::Topology;
 use holdfast_wire::{
     reply, CommandClass, CommandView, ErrorReply, Frame, FrameCodec, Limits, Message, MsgFlags,
-    OpCode,
+    OpCode, ReplySummary,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
@@ -70,27 +70,11 @@ fn with_max_time_ms(frame: &Frame, left: Duration) -> Option<Frame> {
     Frame::from_bytes(bytes::Bytes::from(out), usize::MAX).ok()
 }
 
-/// What a reply says, from one pass over its top-level fields.
-#[derive(Debug, Default)]
-struct ReplyInfo {
-    ok: bool,
-    code: Option<i32>,
-    wce_code: Option<i32>,
-    cursor_id: Option<i64>,
-    has_topology_version: bool,
-}
-
-fn num(v: RawBsonRef<'_>) -> Option<f64> {
-    match v {
-        RawBsonRef::Int32(i) => Some(i as f64),
-        RawBsonRef::Int64(i) => Some(i as f64),
-        RawBsonRef::Double(d) => Some(d),
-        _ => None,
-    }
-}
-
 /// The body of a reply (OP_MSG body, or an OP_REPLY's first document).
 fn reply_body(frame: &Frame) -> Option<bytes::Bytes> {
+    if let Some(body) = frame.msg_body() {
+        return Some(body);
+    }
     match frame
         .parse(&Limits {
             verify_checksum: false,
@@ -105,27 +89,6 @@ fn reply_body(frame: &Frame) -> Option<bytes::Bytes> {
         }
         _ => None,
     }
-}
-
-fn inspect(body: &RawDocument) -> ReplyInfo {
-    let mut info = ReplyInfo::default();
-    for el in body.iter().flatten() {
-        match el {
-            ("ok", v) => info.ok = num(v) == Some(1.0),
-            ("code", v) => info.code = num(v).map(|c| c as i32),
-            ("writeConcernError", RawBsonRef::Document(w)) => {
-                info.wce_code = w.get("code").ok().flatten().and_then(num).map(|c| c as i32)
-            }
-            ("cursor", RawBsonRef::Document(c)) => {
-                if let Ok(Some(RawBsonRef::Int64(id))) = c.get("id") {
-                    info.cursor_id = Some(id);
-                }
-            }
-            ("topologyVersion", _) => info.has_topology_version = true,
-            _ => {}
-        }
-    }
-    info
 }
 
 /// How a request ended, for metrics.
@@ -157,6 +120,7 @@ struct ClientConn {
     shared: Arc<Shared>,
     conn_id: i64,
     peer: String,
+    span: tracing::Span,
     hellos: u64,
 }
 
@@ -164,38 +128,50 @@ struct ClientConn {
 /// framed, or `shutdown` fires. On shutdown the request being handled (or
 /// held) finishes first; no new request is read. The read side is
 /// cancel-safe: a partly received frame stays in `FramedRead`'s buffer.
-pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: String, shutdown: CancellationToken)
-where
+///
+/// Log lines name `span` (which carries the peer) as their parent
+/// explicitly: entering the span on every poll of the task would cost more
+/// than the rest of a small request's bookkeeping.
+pub async fn serve<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: String,
+    span: tracing::Span,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let (rd, mut wr) = tokio::io::split(stream);
     // A small first read buffer: an idle connection costs little, and the
     // decoder reserves exactly what a larger frame needs once its length is
-    // known.
+    // known. Requests are handled one at a time, so replies are written
+    // through the same stream (no split halves and their lock).
     let mut frames =
-        FramedRead::with_capacity(rd, FrameCodec::new(shared.limits), CLIENT_READ_BUFFER);
+        FramedRead::with_capacity(stream, FrameCodec::new(shared.limits), CLIENT_READ_BUFFER);
     let mut client = ClientConn {
         shared,
         conn_id,
         peer,
+        span,
         hellos: 0,
     };
     // Registered with the token once per connection, not once per request.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
+        // Frames first: a ready request is taken without polling the
+        // shutdown token (draining lets it finish anyway).
         let next = tokio::select! {
             biased;
-            _ = &mut cancelled => break,
             next = frames.next() => next,
+            _ = &mut cancelled => break,
         };
         let Some(next) = next else { break };
         let frame = match next {
             Ok(f) => f,
             Err(e) => {
                 m::protocol_error("framing");
-                warn!(peer = %client.peer, error = %e, "closing client connection: unreadable frame");
+                warn!(parent: &client.span, peer = %client.peer, error = %e, "closing client connection: unreadable frame");
                 break;
             }
         };
@@ -207,7 +183,7 @@ where
         match client.handle(frame).await {
             Action::Reply(r) => {
                 client.shared.metrics.bytes_sent.increment(r.len() as u64);
-                if wr.write_all(r.raw()).await.is_err() {
+                if frames.get_mut().write_all(r.raw()).await.is_err() {
                     break;
                 }
             }
@@ -215,8 +191,8 @@ where
             Action::Close => break,
         }
     }
-    let _ = wr.shutdown().await;
-    debug!(peer = %client.peer, "client connection closed");
+    let _ = frames.get_mut().shutdown().await;
+    debug!(parent: &client.span, peer = %client.peer, "client connection closed");
 }
 
 impl ClientConn {
@@ -255,7 +231,7 @@ impl ClientConn {
                     "malformed"
                 });
                 if e.is_connection_fatal() {
-                    warn!(peer = %self.peer, error = %e, "closing client connection");
+                    warn!(parent: &self.span, peer = %self.peer, error = %e, "closing client connection");
                     return Action::Close;
                 }
                 let (code, name) = e.server_code();
@@ -299,7 +275,7 @@ impl ClientConn {
             }
             Message::Legacy { op_code, .. } => {
                 m::protocol_error("legacy_opcode");
-                warn!(peer = %self.peer, opcode = op_code.name(), "closing client connection: legacy opcode (unsupported since MongoDB 5.1)");
+                warn!(parent: &self.span, peer = %self.peer, opcode = op_code.name(), "closing client connection: legacy opcode (unsupported since MongoDB 5.1)");
                 Action::Close
             }
             Message::Reply(_) => {
@@ -317,7 +293,7 @@ impl ClientConn {
         let started = Instant::now();
         // Boxed: the request path's state lives on the heap only while a
         // request is in flight, so an idle connection's task stays small.
-        let (action, outcome) = Box::pin(self.forward(frame, view, class)).await;
+        let (action, outcome) = Box::pin(self.forward(frame, view, class, started)).await;
         self.shared.metrics.request(
             class.label(),
             outcome.label(),
@@ -383,9 +359,9 @@ impl ClientConn {
         frame: &Frame,
         view: &CommandView<'_>,
         class: CommandClass,
+        started: Instant,
     ) -> (Action, Outcome) {
         let sh = self.shared.clone();
-        let started = Instant::now();
         let deadline = started + sh.cfg.hold_timeout();
         let max_time = view
             .max_time_ms
@@ -394,6 +370,7 @@ impl ClientConn {
         let unack = view.more_to_come;
         let out = frame.clear_msg_flags(MsgFlags::EXHAUST_ALLOWED);
         let mut replayed = false;
+        let mut first_attempt = true;
         let mut held_total = Duration::ZERO;
         loop {
             let (target, held, pinned) = match self
@@ -410,7 +387,7 @@ impl ClientConn {
             };
             held_total += held;
             if held > Duration::ZERO {
-                info!(command = view.name, member = %target.member, action = "held", held_ms = held.as_millis() as u64, "request held until a primary was known");
+                info!(parent: &self.span, command = view.name, member = %target.member, action = "held", held_ms = held.as_millis() as u64, "request held until a primary was known");
             }
             if class == CommandClass::TransactionStatement && view.start_transaction && !pinned {
                 if let (Some(lsid), Some(txn)) = (view.lsid, view.txn_number) {
@@ -438,7 +415,15 @@ impl ClientConn {
                 }
                 _ => &out,
             };
-            let sent = self.round_trip(&target, to_send, unack).await;
+            // The request's start is recent enough for the pool and the
+            // stall probe, unless it was held or is being sent again.
+            let sending_at = if first_attempt && held_total.is_zero() {
+                started
+            } else {
+                Instant::now()
+            };
+            first_attempt = false;
+            let sent = self.round_trip(&target, to_send, unack, sending_at).await;
             match sent {
                 Ok(None) => return (Action::Nothing, Outcome::Ok),
                 Ok(Some(reply)) => {
@@ -448,7 +433,7 @@ impl ClientConn {
                     let Ok(body) = RawDocument::from_bytes(&body_bytes) else {
                         return (Action::Reply(reply), Outcome::Ok);
                     };
-                    let info = inspect(body);
+                    let info = ReplySummary::of(body);
                     let state_code = info
                         .code
                         .filter(|c| !info.ok && is_state_change_code(*c))
@@ -466,7 +451,7 @@ impl ClientConn {
                                     "retryable_write"
                                 });
                             }
-                            info!(command = view.name, member = %target.member, code, action = "replay", "primary changed; sending again to the new primary");
+                            info!(parent: &self.span, command = view.name, member = %target.member, code, action = "replay", "primary changed; sending again to the new primary");
                             continue;
                         }
                         if matches!(class, CommandClass::Write { .. } | CommandClass::Other)
@@ -503,7 +488,7 @@ impl ClientConn {
                         Outcome::ServerError
                     };
                     if replayed {
-                        info!(command = view.name, member = %target.member, action = "replayed", held_ms = held_total.as_millis() as u64, "replay succeeded");
+                        info!(parent: &self.span, command = view.name, member = %target.member, action = "replayed", held_ms = held_total.as_millis() as u64, "replay succeeded");
                     }
                     return (Action::Reply(reply), outcome);
                 }
@@ -511,7 +496,7 @@ impl ClientConn {
                     sh.topology.report_failure(&target.member, target.epoch);
                     if unack {
                         metrics::counter!("holdfast_unacknowledged_writes_lost_total").increment(1);
-                        warn!(command = view.name, member = %target.member, error = %e, action = "lost", "unacknowledged (w:0) request could not be delivered");
+                        warn!(parent: &self.span, command = view.name, member = %target.member, error = %e, action = "lost", "unacknowledged (w:0) request could not be delivered");
                         return (Action::Nothing, Outcome::HoldfastError);
                     }
                     if pinned {
@@ -523,7 +508,7 @@ impl ClientConn {
                     if !e.maybe_sent() {
                         // Nothing reached the server: always safe to send again.
                         if Instant::now() < deadline {
-                            debug!(member = %target.member, error = %e, "backend unavailable before sending; waiting for a primary");
+                            debug!(parent: &self.span, member = %target.member, error = %e, "backend unavailable before sending; waiting for a primary");
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         }
@@ -541,7 +526,7 @@ impl ClientConn {
                     if !replayed && self.may_resend(class, false) {
                         replayed = true;
                         m::replay(class.label(), "network");
-                        info!(command = view.name, member = %target.member, error = %e, action = "replay", "lost the primary mid-request; sending again to the new primary");
+                        info!(parent: &self.span, command = view.name, member = %target.member, error = %e, action = "replay", "lost the primary mid-request; sending again to the new primary");
                         continue;
                     }
                     if replayed {
@@ -579,44 +564,52 @@ impl ClientConn {
         target: &Target,
         frame: &Frame,
         unack: bool,
+        started: Instant,
     ) -> Result<Option<Frame>, BackendError> {
         let pool = self.shared.pools.get(&target.member);
-        let mut conn = pool.checkout().await?;
-        let member = target.member.to_string();
+        let mut conn = pool.checkout(started).await?;
+        // Waiting for the pool is not waiting for the member.
+        let started = if conn.immediate {
+            started
+        } else {
+            Instant::now()
+        };
+        let member = &target.member;
         conn.send(frame).await.map_err(|e| BackendError::Network {
-            member: member.clone(),
+            member: member.to_string(),
             reason: e.to_string(),
         })?;
         if unack {
-            conn.check_in();
+            conn.check_in(started);
             return Ok(None);
         }
         let stall = self.shared.cfg.stall_probe();
         let probe_timeout = self.shared.cfg.probe_timeout();
-        let started = Instant::now();
+        let mut probe_at = started + stall;
         let r = {
             let recv = conn.recv();
             tokio::pin!(recv);
             loop {
                 tokio::select! {
                     r = &mut recv => break r,
-                    _ = tokio::time::sleep(stall) => {
+                    _ = tokio::time::sleep_until(probe_at.into()) => {
                         // No reply yet: is the member still there at all?
-                        if holdfast_topology::hello(&member, probe_timeout).await.is_err() {
-                            warn!(member = %member, waited_ms = started.elapsed().as_millis() as u64, "member does not answer a hello probe; treating it as gone");
-                            return Err(BackendError::Timeout { member, waited: started.elapsed() });
+                        if holdfast_topology::hello(member, probe_timeout).await.is_err() {
+                            warn!(parent: &self.span, member = %member, waited_ms = started.elapsed().as_millis() as u64, "member does not answer a hello probe; treating it as gone");
+                            return Err(BackendError::Timeout { member: member.to_string(), waited: started.elapsed() });
                         }
+                        probe_at = Instant::now() + stall;
                     }
                 }
             }
         };
         match r {
             Ok(reply) => {
-                conn.check_in();
+                conn.check_in(started);
                 Ok(Some(reply))
             }
             Err(e) => Err(BackendError::Network {
-                member,
+                member: member.to_string(),
                 reason: e.to_string(),
             }),
         }
@@ -628,7 +621,7 @@ impl ClientConn {
         view: &CommandView<'_>,
         class: CommandClass,
         target: &Target,
-        info: &ReplyInfo,
+        info: &ReplySummary,
     ) {
         match view.name {
             "getMore" => {
@@ -691,7 +684,7 @@ impl ClientConn {
                 "shutdown",
             ),
         };
-        warn!(
+        warn!(parent: &self.span,
             command = view.name,
             action = "refused",
             reason,
@@ -741,7 +734,7 @@ impl ClientConn {
             ),
         };
         m::write_error(what);
-        warn!(command = view.name, member = %target.member, action = "unknown_outcome", cause, "{}", err.errmsg);
+        warn!(parent: &self.span, command = view.name, member = %target.member, action = "unknown_outcome", cause, "{}", err.errmsg);
         self.error(frame, err, Some(doc! {"outcome": "unknown", "command": view.name, "member": target.member.as_ref(), "retried": false}))
     }
 
@@ -765,7 +758,7 @@ impl ClientConn {
             let err = ErrorReply::new(43, "CursorNotFound", format!(
                 "holdfast: cursor {} lives on {}, which is unreachable ({e}); cursors cannot move between members, re-run the query",
                 view.cursor_id.unwrap_or_default(), target.member));
-            warn!(command = view.name, member = %target.member, action = "cursor_lost", "{}", err.errmsg);
+            warn!(parent: &self.span, command = view.name, member = %target.member, action = "cursor_lost", "{}", err.errmsg);
             return self.error(
                 frame,
                 err,
@@ -849,17 +842,17 @@ mod tests {
         let b = reply::document_bytes(
             &doc! {"ok": 0.0, "code": 10107, "errmsg": "not primary", "topologyVersion": {"x": 1}},
         );
-        let i = inspect(RawDocument::from_bytes(&b).unwrap());
+        let i = ReplySummary::of(RawDocument::from_bytes(&b).unwrap());
         assert!(!i.ok && i.code == Some(10107) && i.has_topology_version);
         let b = reply::document_bytes(
             &doc! {"cursor": {"id": 77i64, "ns": "a.b", "firstBatch": []}, "ok": 1.0},
         );
-        let i = inspect(RawDocument::from_bytes(&b).unwrap());
+        let i = ReplySummary::of(RawDocument::from_bytes(&b).unwrap());
         assert!(i.ok && i.cursor_id == Some(77));
         let b = reply::document_bytes(
             &doc! {"n": 1, "writeConcernError": {"code": 11602, "errmsg": "x"}, "ok": 1.0},
         );
-        let i = inspect(RawDocument::from_bytes(&b).unwrap());
+        let i = ReplySummary::of(RawDocument::from_bytes(&b).unwrap());
         assert!(i.ok && i.wce_code == Some(11602));
         for c in [10107, 13435, 10058, 11600, 11602, 13436, 189, 91] {
             assert!(is_state_change_code(c));

@@ -12,7 +12,6 @@
 //!   (the guard is dropped without being returned otherwise): a client that
 //!   disconnects mid-request never leaves a half-read connection behind.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -143,6 +142,9 @@ pub struct PooledConn {
     conn: Option<BackendConn>,
     pool: Arc<Pool>,
     _slot: OwnedSemaphorePermit,
+    /// Checked out at once (a free slot and a healthy idle connection): the
+    /// caller's `now` is still now.
+    pub immediate: bool,
 }
 
 impl std::ops::Deref for PooledConn {
@@ -163,11 +165,12 @@ impl std::ops::DerefMut for PooledConn {
 }
 
 impl PooledConn {
-    /// Returns a clean connection (no request outstanding) to the pool.
-    pub fn check_in(mut self) {
+    /// Returns a clean connection (no request outstanding) to the pool;
+    /// `now` is a recent instant (the caller's, to spare a clock read).
+    pub fn check_in(mut self, now: Instant) {
         if let Some(mut c) = self.conn.take() {
             if c.generation == self.pool.generation.load(Ordering::Acquire) && c.buf.is_empty() {
-                c.idle_since = Instant::now();
+                c.idle_since = now;
                 self.pool.state.lock().unwrap().idle.push(c);
                 return;
             }
@@ -225,26 +228,39 @@ impl Pool {
     }
 
     /// Checks out a connection: an idle one if a healthy one exists, else a
-    /// new one (bounded by `max_size` and `max_connecting`).
-    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, BackendError> {
-        let slot = tokio::time::timeout(
-            self.cfg.checkout_timeout,
-            self.slots.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| BackendError::PoolTimeout {
-            member: self.member.clone(),
-        })?
-        .expect("pool semaphore is never closed");
+    /// new one (bounded by `max_size` and `max_connecting`). `now` is a
+    /// recent instant, against which idle times are measured.
+    pub async fn checkout(self: &Arc<Self>, now: Instant) -> Result<PooledConn, BackendError> {
+        // A free slot is the common case: no timer for it.
+        let mut immediate = true;
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                immediate = false;
+                tokio::time::timeout(
+                    self.cfg.checkout_timeout,
+                    self.slots.clone().acquire_owned(),
+                )
+                .await
+                .map_err(|_| BackendError::PoolTimeout {
+                    member: self.member.clone(),
+                })?
+                .expect("pool semaphore is never closed")
+            }
+        };
         let gen = self.generation.load(Ordering::Acquire);
         loop {
             let c = self.state.lock().unwrap().idle.pop();
             let Some(c) = c else { break };
-            if c.generation == gen && c.is_quiet() && c.idle_since.elapsed() < self.cfg.max_idle {
+            if c.generation == gen
+                && c.is_quiet()
+                && now.saturating_duration_since(c.idle_since) < self.cfg.max_idle
+            {
                 return Ok(PooledConn {
                     conn: Some(c),
                     pool: self.clone(),
                     _slot: slot,
+                    immediate,
                 });
             }
             m::backend_conn_closed(&self.member, "unhealthy");
@@ -257,6 +273,7 @@ impl Pool {
                     conn: Some(c),
                     pool: self.clone(),
                     _slot: slot,
+                    immediate: false,
                 });
             }
         }
@@ -265,6 +282,7 @@ impl Pool {
             conn: Some(conn),
             pool: self.clone(),
             _slot: slot,
+            immediate: false,
         })
     }
 
@@ -316,30 +334,34 @@ impl Pool {
     }
 }
 
-/// All pools, keyed by member address.
+/// All pools, one per member address. A replica set has a handful of
+/// members, so a list searched by address beats hashing it per request.
 #[derive(Default)]
 pub struct Pools {
     cfg: PoolConfig,
-    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    pools: Mutex<Vec<Arc<Pool>>>,
 }
 
 impl Pools {
     pub fn new(cfg: PoolConfig) -> Pools {
         Pools {
             cfg,
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Vec::new()),
         }
     }
 
     pub fn get(&self, member: &str) -> Arc<Pool> {
-        let mut p = self.pools.lock().unwrap();
-        p.entry(member.to_string())
-            .or_insert_with(|| Pool::new(member.to_string(), self.cfg.clone()))
-            .clone()
+        let mut pools = self.pools.lock().unwrap();
+        if let Some(p) = pools.iter().find(|p| p.member == member) {
+            return p.clone();
+        }
+        let p = Pool::new(member.to_string(), self.cfg.clone());
+        pools.push(p.clone());
+        p
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.pools.lock().unwrap().values().cloned().collect()
+        self.pools.lock().unwrap().clone()
     }
 
     pub fn config(&self) -> &PoolConfig {

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 use crate::client::{self, Shared};
 use crate::config::Config;
@@ -228,14 +228,11 @@ fn admit<S>(
     let span = tracing::info_span!("client", peer = %peer);
     let sh = sh.clone();
     let shutdown = shutdown.clone();
-    tracker.spawn(
-        async move {
-            client::serve(sh, stream, peer, shutdown).await;
-            metrics::gauge!("holdfast_client_connections").decrement(1.0);
-            drop(permit);
-        }
-        .instrument(span),
-    );
+    tracker.spawn(async move {
+        client::serve(sh, stream, peer, span, shutdown).await;
+        metrics::gauge!("holdfast_client_connections").decrement(1.0);
+        drop(permit);
+    });
 }
 
 /// Watches the topology: metrics for primary changes, advertised limits.

@@ -128,6 +128,31 @@ impl Frame {
         )))
     }
 
+    /// For an OP_MSG whose first section is its body (kind 0, as in every
+    /// server reply), that body's bytes, found without parsing the rest of
+    /// the message or checking its checksum: what a proxy reads from each
+    /// reply. `None` otherwise; [`Frame::parse`] then has the answer.
+    pub fn msg_body(&self) -> Option<Bytes> {
+        let flags = self.msg_flags()?;
+        let end = self.raw.len()
+            - if flags.contains(MsgFlags::CHECKSUM_PRESENT) {
+                4
+            } else {
+                0
+            };
+        let at = HEADER_LEN + 4;
+        if *self.raw.get(at)? != 0 {
+            return None;
+        }
+        let len = i32::from_le_bytes(*self.raw.get(at + 1..)?.first_chunk::<4>()?);
+        let len = usize::try_from(len).ok().filter(|n| *n >= 5)?;
+        let body = at + 1..at.checked_add(1 + len)?;
+        if body.end > end || self.raw[body.end - 1] != 0 {
+            return None;
+        }
+        Some(self.raw.slice(body))
+    }
+
     /// A copy of this frame with new request/response ids. An OP_MSG
     /// checksum, if present, is recomputed.
     pub fn with_ids(&self, request_id: i32, response_to: i32) -> Frame {

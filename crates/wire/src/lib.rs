@@ -21,6 +21,7 @@ pub mod header;
 pub mod msg;
 pub mod query;
 pub mod reply;
+pub mod summary;
 
 pub use codec::FrameCodec;
 pub use command::{CommandClass, CommandView};
@@ -31,3 +32,4 @@ pub use header::{MsgHeader, OpCode, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN, MAX_BS
 pub use msg::{DocumentSequence, MsgFlags, OpMsg};
 pub use query::{OpQuery, OpReply, QueryFlags, ReplyFlags};
 pub use reply::ErrorReply;
+pub use summary::ReplySummary;

@@ -140,6 +140,11 @@ proptest! {
         prop_assert_eq!(&decoded, &frame);
         let parsed = decoded.parse(&Limits::default()).unwrap();
         prop_assert!(same(&msg, &parsed), "{:?} != {:?}", msg, parsed);
+        // The shortcut to an OP_MSG's body finds what the full parse does.
+        match &parsed {
+            Message::Msg(m) => prop_assert_eq!(decoded.msg_body(), Some(m.body.clone())),
+            _ => prop_assert_eq!(decoded.msg_body(), None),
+        }
     }
 
     #[test]
@@ -182,6 +187,11 @@ proptest! {
         let mut codec = FrameCodec::new(Limits { max_message_size: 4096, verify_checksum: true });
         let mut buf = BytesMut::from(&data[..]);
         while let Ok(Some(f)) = codec.decode(&mut buf) {
+            let body = f.msg_body();
+            if let (Some(body), Ok(Message::Msg(m))) = (&body, f.parse(codec.limits())) {
+                // The parse accepted it and its first section is the body.
+                prop_assert_eq!(body, &m.body);
+            }
             if let Ok(m) = f.parse(codec.limits()) {
                 match &m {
                     Message::Msg(m) => { let _ = CommandView::from_msg(m).map(|v| v.classify()); }
