@@ -31,6 +31,8 @@
 #   CANDIDATE_BIN: a second holdfast binary (e.g. a patched build) measured as a
 #                fourth target, "candidate", in the same rounds (A/B of a change)
 #   OUT_NAME [latest]: writes benches/results/OUT_NAME.json and OUT_NAME.png
+#   QUIET_LOAD [1.5] QUIET_WAIT [0]: wait up to QUIET_WAIT s for the 1-minute load
+#                average to drop below QUIET_LOAD before measuring (warns if it does not)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,6 +55,8 @@ OUT_NAME="${OUT_NAME:-latest}"
 BIN="$REPO/target/release"
 HOLDFAST_BIN="${HOLDFAST_BIN:-$BIN/holdfast}"
 CANDIDATE_BIN="${CANDIDATE_BIN:-}"
+QUIET_LOAD="${QUIET_LOAD:-1.5}"
+QUIET_WAIT="${QUIET_WAIT:-0}"
 PY="$REPO/.venv/py4/bin/python"
 
 log() { echo "compare: $*" >&2; }
@@ -274,6 +278,16 @@ cpu = "" if d["proxy_cpu_us_per_req"] is None else "  proxy cpu %.1f us/req" % d
 print("  round %d %-8s %-4s %8.0f ops/s  p50 %5d us  p99 %6d us  errors %d%s" % (d["round"], d["target"], d["workload"], d["ops_per_sec"], l["p50"], l["p99"], d["errors"], cpu))' >&2
 }
 
+# Other work on the machine shows up as noise: wait for quiet, or say so.
+load1() { cut -d' ' -f1 /proc/loadavg; }
+for ((i = 0; i < QUIET_WAIT; i += 5)); do
+    python3 -c "import sys; sys.exit(0 if $(load1) < $QUIET_LOAD else 1)" && break
+    [ "$i" = 0 ] && log "waiting up to ${QUIET_WAIT}s for the load average ($(load1)) to drop below $QUIET_LOAD"
+    sleep 5
+done
+python3 -c "import sys; sys.exit(0 if $(load1) < $QUIET_LOAD else 1)" \
+    || log "WARNING: load average $(load1) >= $QUIET_LOAD: other processes share the CPU, expect noisy figures"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "load: $CONNS connections, ${DURATION}s (+${WARMUP}s warmup), workloads: $WORKLOADS, $ROUNDS rounds"
 for ((r = 1; r <= ROUNDS; r++)); do
     for w in $WORKLOADS; do
@@ -393,7 +407,7 @@ print(json.dumps({"date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"), "cpus": int(sh("npr
   "haproxy": sh("haproxy -v | head -1"), "git": sh("git -C " + sys.argv[1] + " describe --always --dirty"),
   "rounds": int(sys.argv[2]), "duration_s": float(sys.argv[3]), "warmup_s": float(sys.argv[4]),
   "connections": int(sys.argv[5]), "pin": sys.argv[6], "keys": int(sys.argv[7]),
-  "load_before": sh("cut -d\" \" -f1-3 /proc/loadavg")}))' "$REPO" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNS" "$PIN" "$KEYS")"
+  "load_at_start": sys.argv[8], "load_at_end": sh("cut -d\" \" -f1-3 /proc/loadavg")}))' "$REPO" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNS" "$PIN" "$KEYS" "$LOAD_START")"
 
 mkdir -p "$OUT"
 python3 - "$RUNS" "$OUT/$OUT_NAME.json" "$META" "$POOL_JSON" "$IDLE_JSON" "$PERF_JSON" <<'EOF'

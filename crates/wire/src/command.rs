@@ -470,7 +470,7 @@ fn is_multi_delete(d: &RawDocument) -> bool {
 /// walk has already checked every byte of it; it is turned into a bson value
 /// only when the scan reads it.
 #[derive(Clone, Copy)]
-pub(crate) enum Field<'a> {
+enum Field<'a> {
     Value(RawBsonRef<'a>),
     /// A string's bytes (valid UTF-8, checked).
     Str(&'a [u8]),
@@ -494,7 +494,7 @@ impl<'a> Field<'a> {
 
     /// The value, for the types the scan reads (conversions cannot fail:
     /// the bytes were checked by the walk).
-    pub(crate) fn value(self) -> Option<RawBsonRef<'a>> {
+    fn value(self) -> Option<RawBsonRef<'a>> {
         match self {
             Field::Value(v) => Some(v),
             Field::Str(b) => std::str::from_utf8(b).ok().map(RawBsonRef::String),
@@ -516,7 +516,7 @@ impl<'a> Field<'a> {
 /// it is ASCII. Eight bytes at a time: keys are short, and this is the
 /// innermost loop of the command scan.
 #[inline]
-fn cstring_end(buf: &[u8], mut i: usize) -> Option<(usize, bool)> {
+pub(crate) fn cstring_end(buf: &[u8], mut i: usize) -> Option<(usize, bool)> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     let mut high = 0u64;
@@ -562,7 +562,7 @@ fn is_utf8(b: &[u8]) -> bool {
 /// invalid UTF-8, …) it returns `None`, and the caller falls back to bson,
 /// which then yields exactly what it always did.
 #[inline(always)]
-pub(crate) fn fast_element(doc: &[u8], at: usize) -> Option<(&[u8], Field<'_>, usize)> {
+fn fast_element(doc: &[u8], at: usize) -> Option<(&[u8], Field<'_>, usize)> {
     let tag = *doc.get(at)?;
     let (nul, ascii) = cstring_end(doc, at + 1)?;
     let key = &doc[at + 1..nul];

@@ -1,14 +1,11 @@
 //! What a server's reply says, read from its top-level fields in one pass:
 //! `ok`, `code`, `writeConcernError.code`, `cursor.id` and whether it
 //! carries a `topologyVersion`. The proxy reads this from every reply, so
-//! the common case walks the reply with the command scan's
-//! [`fast_element`](crate::command) (no value is decoded that is not read;
-//! a `firstBatch` is skipped by its length); anything that walk is not sure
-//! of goes through bson's iterator, with the same result.
+//! the common case walks the reply by element types and lengths (no value is
+//! decoded that is not read; a `firstBatch` is skipped by its length);
+//! anything that walk does not take goes through bson's iterator.
 
 use bson::{RawBsonRef, RawDocument};
-
-use crate::command::{fast_element, Field};
 
 /// The fields of a reply the proxy acts on.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,30 +60,32 @@ impl ReplySummary {
         s
     }
 
-    /// The fast walk; `None` when any element needs bson (the result would
-    /// then be partial).
+    /// The fast walk: each element's type, key and length, and only the
+    /// values the summary reads are decoded. `None` when an element is of a
+    /// type it does not take (regex, code, DBPointer, …) or does not fit.
+    /// It checks lengths, not UTF-8 (the reply is passed on as it is; only
+    /// these few fields are read), so on a reply bson cannot read it may
+    /// see fields past bson's first error.
     pub fn fast(doc: &[u8]) -> Option<ReplySummary> {
         let mut s = ReplySummary::default();
-        walk(doc, |key, field| {
-            match key {
-                b"ok" => s.ok = field.value().and_then(num) == Some(1.0),
-                b"code" => s.code = field.value().and_then(num).map(|c| c as i32),
-                b"writeConcernError" => {
-                    if let Field::Doc(w) = field {
-                        s.wce_code = first(w, b"code")?
-                            .and_then(|f| f.value())
-                            .and_then(num)
-                            .map(|c| c as i32);
+        walk(doc, |key, tag, value| {
+            // Keys the summary reads are 2, 4, 6, 15 and 17 bytes long;
+            // anything else is skipped without comparing.
+            match (key.len(), tag) {
+                (2, _) if key == b"ok" => s.ok = number(tag, value) == Some(1.0),
+                (4, _) if key == b"code" => s.code = number(tag, value).map(|c| c as i32),
+                (17, 0x03) if key == b"writeConcernError" => {
+                    s.wce_code = match first(value, b"code")? {
+                        Some((tag, v)) => number(tag, v).map(|c| c as i32),
+                        None => None,
                     }
                 }
-                b"cursor" => {
-                    if let Field::Doc(c) = field {
-                        if let Some(Field::Value(RawBsonRef::Int64(id))) = first(c, b"id")? {
-                            s.cursor_id = Some(id);
-                        }
+                (6, 0x03) if key == b"cursor" => {
+                    if let Some((0x12, v)) = first(value, b"id")? {
+                        s.cursor_id = Some(i64::from_le_bytes(*v.first_chunk::<8>()?));
                     }
                 }
-                b"topologyVersion" => s.has_topology_version = true,
+                (15, _) if key == b"topologyVersion" => s.has_topology_version = true,
                 _ => {}
             }
             Some(())
@@ -95,37 +94,75 @@ impl ReplySummary {
     }
 }
 
-/// Calls `f` for each top-level element of the document `doc`. `None` if
-/// `f` does or an element is not one the fast walk takes.
-fn walk<'a>(doc: &'a [u8], mut f: impl FnMut(&'a [u8], Field<'a>) -> Option<()>) -> Option<()> {
-    let len = usize::try_from(i32::from_le_bytes(*doc.first_chunk::<4>()?)).ok()?;
-    if len < 5 || len != doc.len() || doc[len - 1] != 0 {
-        return None;
+/// A double, int32 or int64 value as f64 (what bson's `num` reading gives).
+#[inline]
+fn number(tag: u8, v: &[u8]) -> Option<f64> {
+    match tag {
+        0x01 => Some(f64::from_le_bytes(*v.first_chunk::<8>()?)),
+        0x10 => Some(f64::from(i32::from_le_bytes(*v.first_chunk::<4>()?))),
+        0x12 => Some(i64::from_le_bytes(*v.first_chunk::<8>()?) as f64),
+        _ => None,
     }
-    let last = len - 1;
+}
+
+/// The element at `at` of `doc` (whose last byte is its NUL): key, type,
+/// value bytes and where the next element starts.
+#[inline(always)]
+fn element(doc: &[u8], at: usize) -> Option<(&[u8], u8, &[u8], usize)> {
+    let tag = *doc.get(at)?;
+    let (nul, _) = crate::command::cstring_end(doc, at + 1)?;
+    let key = &doc[at + 1..nul];
+    let p = nul + 1;
+    let len_prefix = || -> Option<usize> {
+        usize::try_from(i32::from_le_bytes(*doc.get(p..)?.first_chunk::<4>()?)).ok()
+    };
+    let size = match tag {
+        0x01 | 0x09 | 0x11 | 0x12 => 8,
+        0x10 => 4,
+        0x08 => 1,
+        0x07 => 12,
+        0x13 => 16,
+        0x06 | 0x0A | 0x7F | 0xFF => 0,
+        0x02 | 0x0D | 0x0E => len_prefix()?.checked_add(4)?,
+        0x03 | 0x04 => len_prefix().filter(|n| *n >= 5)?,
+        0x05 => len_prefix()?.checked_add(5)?,
+        _ => return None,
+    };
+    let value = doc.get(p..p.checked_add(size)?)?;
+    Some((key, tag, value, p + size))
+}
+
+/// Calls `f` for each top-level element of the document `doc`. `None` if
+/// `f` does or an element does not fit.
+#[inline(always)]
+fn walk<'a>(doc: &'a [u8], mut f: impl FnMut(&'a [u8], u8, &'a [u8]) -> Option<()>) -> Option<()> {
+    let last = checked_len(doc)? - 1;
     let mut at = 4;
     while at < last {
-        let (key, field, next) = fast_element(doc, at)?;
-        f(key, field)?;
+        let (key, tag, value, next) = element(doc, at)?;
+        f(key, tag, value)?;
         at = next;
     }
     (at == last).then_some(())
 }
 
-/// The first element named `name` of `doc` (what bson's `get` returns):
-/// `Some(None)` when there is none. The walk stops at that element, as
-/// bson's does, so later elements are not checked.
-fn first<'a>(doc: &'a [u8], name: &[u8]) -> Option<Option<Field<'a>>> {
+/// The length of the document `doc`, if its prefix says so and it ends
+/// with a NUL.
+#[inline(always)]
+fn checked_len(doc: &[u8]) -> Option<usize> {
     let len = usize::try_from(i32::from_le_bytes(*doc.first_chunk::<4>()?)).ok()?;
-    if len < 5 || len != doc.len() || doc[len - 1] != 0 {
-        return None;
-    }
-    let last = len - 1;
+    (len >= 5 && len == doc.len() && doc[len - 1] == 0).then_some(len)
+}
+
+/// The first element named `name` of `doc` (what bson's `get` returns), as
+/// (type, value): `Some(None)` when there is none. Stops there, as bson does.
+fn first<'a>(doc: &'a [u8], name: &[u8]) -> Option<Option<(u8, &'a [u8])>> {
+    let last = checked_len(doc)? - 1;
     let mut at = 4;
     while at < last {
-        let (key, field, next) = fast_element(doc, at)?;
+        let (key, tag, value, next) = element(doc, at)?;
         if key == name {
-            return Some(Some(field));
+            return Some(Some((tag, value)));
         }
         at = next;
     }
