@@ -159,12 +159,12 @@ pub async fn serve<S>(
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        // Frames first: a ready request is taken without polling the
-        // shutdown token (draining lets it finish anyway).
+        // Shutdown first: once draining, no new request is read, even from
+        // a client whose next request is already waiting.
         let next = tokio::select! {
             biased;
-            next = frames.next() => next,
             _ = &mut cancelled => break,
+            next = frames.next() => next,
         };
         let Some(next) = next else { break };
         let frame = match next {
