@@ -29,7 +29,8 @@
 #   PROFILE [0]: 1 also runs `perf stat` on holdfast and haproxy during one extra find run each
 #   HOLDFAST_BIN [target/release/holdfast]: the holdfast binary measured
 #   CANDIDATE_BIN: a second holdfast binary (e.g. a patched build) measured as a
-#                fourth target, "candidate", in the same rounds (A/B of a change)
+#                fourth target, "candidate", in the same rounds (A/B of a change);
+#                CANDIDATE_LABEL names it in the plot and the JSON's meta
 #   OUT_NAME [latest]: writes benches/results/OUT_NAME.json and OUT_NAME.png
 #   QUIET_LOAD [1.5] QUIET_WAIT [0]: wait up to QUIET_WAIT s for the 1-minute load
 #                average to drop below QUIET_LOAD before measuring (warns if it does not)
@@ -55,6 +56,7 @@ OUT_NAME="${OUT_NAME:-latest}"
 BIN="$REPO/target/release"
 HOLDFAST_BIN="${HOLDFAST_BIN:-$BIN/holdfast}"
 CANDIDATE_BIN="${CANDIDATE_BIN:-}"
+CANDIDATE_LABEL="${CANDIDATE_LABEL:-candidate}"
 QUIET_LOAD="${QUIET_LOAD:-1.5}"
 QUIET_WAIT="${QUIET_WAIT:-0}"
 PY="$REPO/.venv/py4/bin/python"
@@ -407,7 +409,8 @@ print(json.dumps({"date": sh("date -u +%Y-%m-%dT%H:%M:%SZ"), "cpus": int(sh("npr
   "haproxy": sh("haproxy -v | head -1"), "git": sh("git -C " + sys.argv[1] + " describe --always --dirty"),
   "rounds": int(sys.argv[2]), "duration_s": float(sys.argv[3]), "warmup_s": float(sys.argv[4]),
   "connections": int(sys.argv[5]), "pin": sys.argv[6], "keys": int(sys.argv[7]),
-  "load_at_start": sys.argv[8], "load_at_end": sh("cut -d\" \" -f1-3 /proc/loadavg")}))' "$REPO" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNS" "$PIN" "$KEYS" "$LOAD_START")"
+  "load_at_start": sys.argv[8], "load_at_end": sh("cut -d\" \" -f1-3 /proc/loadavg"),
+  "candidate_bin": sys.argv[9], "candidate_label": sys.argv[10]}))' "$REPO" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNS" "$PIN" "$KEYS" "$LOAD_START" "$CANDIDATE_BIN" "$CANDIDATE_LABEL")"
 
 mkdir -p "$OUT"
 python3 - "$RUNS" "$OUT/$OUT_NAME.json" "$META" "$POOL_JSON" "$IDLE_JSON" "$PERF_JSON" <<'EOF'
@@ -527,7 +530,8 @@ for i, t in enumerate(targets):
     med = [s[w][t]["ops_per_sec"]["median"] / 1000 if t in s[w] else 0 for w in ws]
     lo = [med[k] - s[w][t]["ops_per_sec"]["min"] / 1000 if t in s[w] else 0 for k, w in enumerate(ws)]
     hi = [s[w][t]["ops_per_sec"]["max"] / 1000 - med[k] if t in s[w] else 0 for k, w in enumerate(ws)]
-    axes[0].bar(xs, med, width, yerr=[lo, hi], capsize=3, label=t, color=colors[t])
+    name = m.get("candidate_label") or t if t == "candidate" else t
+    axes[0].bar(xs, med, width, yerr=[lo, hi], capsize=3, label=name, color=colors[t])
 axes[0].set_xticks(range(len(ws)), ws)
 axes[0].set_ylabel("thousand requests/s (median, min-max)")
 axes[0].set_title(f"Throughput, {m['connections']} connections")

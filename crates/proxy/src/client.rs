@@ -22,7 +22,7 @@ use crate::config::{Config, WriteRetry};
 use crate::gate::{Gate, GateError, Target};
 use crate::handshake::Identity;
 use crate::metrics as m;
-use crate::pool::{BackendError, Pools};
+use crate::pool::{BackendError, PooledConn, Pools};
 use crate::router::{Cursors, TxnPins};
 
 /// Initial read buffer of a client connection, bytes.
@@ -575,43 +575,37 @@ impl ClientConn {
             Instant::now()
         };
         let member = &target.member;
-        conn.send(frame).await.map_err(|e| BackendError::Network {
-            member: member.to_string(),
-            reason: e.to_string(),
-        })?;
-        if unack {
-            conn.check_in(started);
-            return Ok(None);
-        }
-        let stall = self.shared.cfg.stall_probe();
-        let probe_timeout = self.shared.cfg.probe_timeout();
-        let mut probe_at = started + stall;
-        let r = {
-            let recv = conn.recv();
-            tokio::pin!(recv);
-            loop {
-                tokio::select! {
-                    r = &mut recv => break r,
-                    _ = tokio::time::sleep_until(probe_at.into()) => {
-                        // No reply yet: is the member still there at all?
-                        if holdfast_topology::hello(member, probe_timeout).await.is_err() {
-                            warn!(parent: &self.span, member = %member, waited_ms = started.elapsed().as_millis() as u64, "member does not answer a hello probe; treating it as gone");
-                            return Err(BackendError::Timeout { member: member.to_string(), waited: started.elapsed() });
-                        }
-                        probe_at = Instant::now() + stall;
-                    }
+        // From here the stall watchdog (pool.rs) watches this request.
+        conn.begin(started);
+        let cut = |conn: &PooledConn, e: std::io::Error| {
+            if conn.stalled() {
+                // The watchdog cut it: the member did not answer a probe.
+                BackendError::Timeout {
+                    member: member.to_string(),
+                    waited: started.elapsed(),
+                }
+            } else {
+                BackendError::Network {
+                    member: member.to_string(),
+                    reason: e.to_string(),
                 }
             }
         };
-        match r {
+        if let Err(e) = conn.send(frame).await {
+            return Err(cut(&conn, e));
+        }
+        if unack {
+            conn.end();
+            conn.check_in(started);
+            return Ok(None);
+        }
+        match conn.recv().await {
             Ok(reply) => {
+                conn.end();
                 conn.check_in(started);
                 Ok(Some(reply))
             }
-            Err(e) => Err(BackendError::Network {
-                member: member.to_string(),
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(cut(&conn, e)),
         }
     }
 

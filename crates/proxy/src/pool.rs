@@ -11,9 +11,15 @@
 //! - A connection goes back to the pool only after a complete round trip
 //!   (the guard is dropped without being returned otherwise): a client that
 //!   disconnects mid-request never leaves a half-read connection behind.
+//! - A stall watchdog ([`Pools::watch_stalls`]): when requests on a member
+//!   have waited `stall` for their reply, it sends the member one hello; if
+//!   that gets no answer in time, it shuts those connections down, and the
+//!   requests waiting on them fail at once with [`BackendError::Timeout`]
+//!   (a blackholed member never closes them itself). One probe per member,
+//!   however many requests are stalled, and no timer per request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bson::doc;
@@ -24,6 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::metrics as m;
 
@@ -75,6 +83,27 @@ impl Default for PoolConfig {
     }
 }
 
+/// What the stall watchdog knows of one backend connection.
+struct InFlight {
+    /// When the outstanding request was sent, as [`Clock::ms`]; 0 = none.
+    since_ms: AtomicU64,
+    /// Set by the watchdog before it shuts the socket down.
+    stalled: AtomicBool,
+    /// A second descriptor of the socket, to shut it down from the watchdog
+    /// while a request task is reading it.
+    socket: std::net::TcpStream,
+}
+
+/// Milliseconds since the pools were made (≥ 1), to store instants in atomics.
+#[derive(Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn ms(self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.0).as_millis() as u64 + 1
+    }
+}
+
 /// One backend connection.
 pub struct BackendConn {
     stream: TcpStream,
@@ -83,9 +112,29 @@ pub struct BackendConn {
     generation: u64,
     idle_since: Instant,
     pub id: u64,
+    inflight: Arc<InFlight>,
+    clock: Clock,
 }
 
 impl BackendConn {
+    /// Marks a request as sent at `at` (the watchdog measures from there).
+    pub fn begin(&self, at: Instant) {
+        self.inflight
+            .since_ms
+            .store(self.clock.ms(at), Ordering::Release);
+    }
+
+    /// The reply arrived: nothing outstanding.
+    pub fn end(&self) {
+        self.inflight.since_ms.store(0, Ordering::Release);
+    }
+
+    /// The watchdog shut this connection down: its member did not answer a
+    /// probe while a request waited.
+    pub fn stalled(&self) -> bool {
+        self.inflight.stalled.load(Ordering::Acquire)
+    }
+
     /// Writes a whole frame.
     pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
         self.stream.write_all(frame.raw()).await
@@ -134,6 +183,13 @@ pub struct Pool {
     connecting: Semaphore,
     generation: AtomicU64,
     next_id: AtomicU64,
+    clock: Clock,
+    /// Every connection of this pool, for the watchdog.
+    inflight: Mutex<Vec<Weak<InFlight>>>,
+    /// A probe of this member is under way.
+    probing: AtomicBool,
+    /// No probe before this ([`Clock::ms`]): set after an answered one.
+    next_probe_ms: AtomicU64,
 }
 
 /// A checked-out connection. Return it with [`PooledConn::check_in`] after a
@@ -169,7 +225,10 @@ impl PooledConn {
     /// `now` is a recent instant (the caller's, to spare a clock read).
     pub fn check_in(mut self, now: Instant) {
         if let Some(mut c) = self.conn.take() {
-            if c.generation == self.pool.generation.load(Ordering::Acquire) && c.buf.is_empty() {
+            if c.generation == self.pool.generation.load(Ordering::Acquire)
+                && c.buf.is_empty()
+                && !c.stalled()
+            {
                 c.idle_since = now;
                 self.pool.state.lock().unwrap().idle.push(c);
                 return;
@@ -193,6 +252,10 @@ impl Drop for PooledConn {
 
 impl Pool {
     pub fn new(member: String, cfg: PoolConfig) -> Arc<Pool> {
+        Self::with_clock(member, cfg, Clock(Instant::now()))
+    }
+
+    fn with_clock(member: String, cfg: PoolConfig, clock: Clock) -> Arc<Pool> {
         Arc::new(Pool {
             slots: Arc::new(Semaphore::new(cfg.max_size)),
             connecting: Semaphore::new(cfg.max_connecting.max(1)),
@@ -201,6 +264,10 @@ impl Pool {
             state: Mutex::new(PoolState { idle: Vec::new() }),
             generation: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            clock,
+            inflight: Mutex::new(Vec::new()),
+            probing: AtomicBool::new(false),
+            next_probe_ms: AtomicU64::new(0),
         })
     }
 
@@ -302,6 +369,20 @@ impl Pool {
                 })?
                 .map_err(|e| err(e.to_string()))?;
         stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
+        // A duplicate descriptor for the watchdog (same socket).
+        let std_stream = stream.into_std().map_err(|e| err(e.to_string()))?;
+        let socket = std_stream.try_clone().map_err(|e| err(e.to_string()))?;
+        let stream = TcpStream::from_std(std_stream).map_err(|e| err(e.to_string()))?;
+        let inflight = Arc::new(InFlight {
+            since_ms: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            socket,
+        });
+        {
+            let mut all = self.inflight.lock().unwrap();
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&inflight));
+        }
         let mut conn = BackendConn {
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
@@ -309,6 +390,8 @@ impl Pool {
             generation,
             idle_since: Instant::now(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            inflight,
+            clock: self.clock,
         };
         // Each backend connection does its own handshake.
         let hello = doc! {
@@ -336,10 +419,16 @@ impl Pool {
 
 /// All pools, one per member address. A replica set has a handful of
 /// members, so a list searched by address beats hashing it per request.
-#[derive(Default)]
 pub struct Pools {
     cfg: PoolConfig,
     pools: Mutex<Vec<Arc<Pool>>>,
+    clock: Clock,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools::new(PoolConfig::default())
+    }
 }
 
 impl Pools {
@@ -347,6 +436,7 @@ impl Pools {
         Pools {
             cfg,
             pools: Mutex::new(Vec::new()),
+            clock: Clock(Instant::now()),
         }
     }
 
@@ -355,9 +445,72 @@ impl Pools {
         if let Some(p) = pools.iter().find(|p| p.member == member) {
             return p.clone();
         }
-        let p = Pool::new(member.to_string(), self.cfg.clone());
+        let p = Pool::with_clock(member.to_string(), self.cfg.clone(), self.clock);
         pools.push(p.clone());
         p
+    }
+
+    /// The stall watchdog (see the module doc), until `shutdown`: every
+    /// `stall / 4` (10–500 ms) it looks for requests without a reply for
+    /// `stall`; per member with any, one hello with `probe_timeout`. No
+    /// answer: those connections are shut down. An answer: the member is
+    /// not probed again for `stall` (slow commands are not a failure).
+    pub async fn watch_stalls(
+        &self,
+        stall: Duration,
+        probe_timeout: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let tick = (stall / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let stall_ms = stall.as_millis() as u64;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let now_ms = self.clock.ms(Instant::now());
+            for pool in self.all() {
+                let stalled: Vec<(Arc<InFlight>, u64)> = pool
+                    .inflight
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .filter_map(|f| {
+                        let since = f.since_ms.load(Ordering::Acquire);
+                        (since != 0 && now_ms.saturating_sub(since) >= stall_ms)
+                            .then_some((f, since))
+                    })
+                    .collect();
+                if stalled.is_empty()
+                    || now_ms < pool.next_probe_ms.load(Ordering::Acquire)
+                    || pool.probing.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let answered = holdfast_topology::hello(&pool.member, probe_timeout)
+                        .await
+                        .is_ok();
+                    if answered {
+                        let at = pool.clock.ms(Instant::now()) + stall_ms;
+                        pool.next_probe_ms.store(at, Ordering::Release);
+                    } else {
+                        let mut cut = 0;
+                        for (f, since) in &stalled {
+                            // Only if that same request is still waiting.
+                            if f.since_ms.load(Ordering::Acquire) == *since {
+                                f.stalled.store(true, Ordering::Release);
+                                let _ = f.socket.shutdown(std::net::Shutdown::Both);
+                                cut += 1;
+                            }
+                        }
+                        warn!(member = %pool.member, requests = cut, "member does not answer a hello probe while requests wait for it; treating it as gone");
+                    }
+                    pool.probing.store(false, Ordering::Release);
+                });
+            }
+        }
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

@@ -136,6 +136,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
 
     spawn_topology_observer(shared.clone(), background.clone());
     spawn_sweeper(shared.clone(), background.clone());
+    {
+        let sh = shared.clone();
+        let shutdown = background.clone();
+        tokio::spawn(async move {
+            let (stall, probe) = (sh.cfg.stall_probe(), sh.cfg.probe_timeout());
+            sh.pools.watch_stalls(stall, probe, shutdown).await
+        });
+    }
 
     let listen_addr = if let Some(path) = cfg.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
