@@ -535,8 +535,11 @@ for i, t in enumerate(targets):
 axes[0].set_xticks(range(len(ws)), ws)
 axes[0].set_ylabel("thousand requests/s (median, min-max)")
 axes[0].set_title(f"Throughput, {m['connections']} connections")
-axes[0].legend()
-labels = [f"{w}\n{t}" for w in ws for t in targets if t in s[w]]
+top = max(s[w][t]["ops_per_sec"]["max"] for w in ws for t in targets if t in s[w]) / 1000
+axes[0].set_ylim(0, top * 1.45)  # room for the legend above the bars
+axes[0].legend(fontsize=8, loc="upper right")
+short = {"candidate": "cand."}
+labels = [f"{w}\n{short.get(t, t)}" for w in ws for t in targets if t in s[w]]
 p50 = [s[w][t]["p50_us"]["median"] for w in ws for t in targets if t in s[w]]
 p99 = [s[w][t]["p99_us"]["median"] for w in ws for t in targets if t in s[w]]
 cols = [colors[t] for w in ws for t in targets if t in s[w]]
