@@ -180,7 +180,10 @@ pub async fn serve<S>(
             .metrics
             .bytes_received
             .increment(frame.len() as u64);
-        match client.handle(frame).await {
+        // Boxed: a request's state (parsed message, command view, the
+        // round trip) lives on the heap only while the request is in
+        // flight; an idle connection's task keeps just its reader.
+        match Box::pin(client.handle(frame)).await {
             Action::Reply(r) => {
                 client.shared.metrics.bytes_sent.increment(r.len() as u64);
                 if frames.get_mut().write_all(r.raw()).await.is_err() {
@@ -291,9 +294,7 @@ impl ClientConn {
             return self.hello(frame, view).await;
         }
         let started = Instant::now();
-        // Boxed: the request path's state lives on the heap only while a
-        // request is in flight, so an idle connection's task stays small.
-        let (action, outcome) = Box::pin(self.forward(frame, view, class, started)).await;
+        let (action, outcome) = self.forward(frame, view, class, started).await;
         self.shared.metrics.request(
             class.label(),
             outcome.label(),
