@@ -251,11 +251,8 @@ impl Drop for PooledConn {
 }
 
 impl Pool {
-    pub fn new(member: String, cfg: PoolConfig) -> Arc<Pool> {
-        Self::with_clock(member, cfg, Clock(Instant::now()))
-    }
-
-    fn with_clock(member: String, cfg: PoolConfig, clock: Clock) -> Arc<Pool> {
+    /// A member's pool; `clock` is the one of all pools (the watchdog's).
+    fn new(member: String, cfg: PoolConfig, clock: Clock) -> Arc<Pool> {
         Arc::new(Pool {
             slots: Arc::new(Semaphore::new(cfg.max_size)),
             connecting: Semaphore::new(cfg.max_connecting.max(1)),
@@ -425,12 +422,6 @@ pub struct Pools {
     clock: Clock,
 }
 
-impl Default for Pools {
-    fn default() -> Self {
-        Pools::new(PoolConfig::default())
-    }
-}
-
 impl Pools {
     pub fn new(cfg: PoolConfig) -> Pools {
         Pools {
@@ -445,7 +436,7 @@ impl Pools {
         if let Some(p) = pools.iter().find(|p| p.member == member) {
             return p.clone();
         }
-        let p = Pool::with_clock(member.to_string(), self.cfg.clone(), self.clock);
+        let p = Pool::new(member.to_string(), self.cfg.clone(), self.clock);
         pools.push(p.clone());
         p
     }

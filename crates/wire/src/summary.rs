@@ -146,12 +146,13 @@ fn walk<'a>(doc: &'a [u8], mut f: impl FnMut(&'a [u8], u8, &'a [u8]) -> Option<(
     (at == last).then_some(())
 }
 
-/// The length of the document `doc`, if its prefix says so and it ends
-/// with a NUL.
+/// The length of the document `doc`, if it is one whole, well-framed
+/// document (the codec's check, and nothing after it).
 #[inline(always)]
 fn checked_len(doc: &[u8]) -> Option<usize> {
-    let len = usize::try_from(i32::from_le_bytes(*doc.first_chunk::<4>()?)).ok()?;
-    (len >= 5 && len == doc.len() && doc[len - 1] == 0).then_some(len)
+    crate::bytes_util::document_len(doc, 0, "reply")
+        .ok()
+        .filter(|&len| len == doc.len())
 }
 
 /// The first element named `name` of `doc` (what bson's `get` returns), as
