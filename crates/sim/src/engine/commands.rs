@@ -220,6 +220,36 @@ fn write_error_doc(index: usize, e: &WriteErr) -> Bson {
     Bson::Document(d)
 }
 
+/// Runs the statements of a write command in order: a failing one becomes
+/// a `writeErrors` entry (with its index) and, when `ordered`, ends the
+/// batch. Returns the `writeErrors` entries.
+fn each_statement<T>(
+    stmts: impl IntoIterator<Item = T>,
+    ordered: bool,
+    mut run: impl FnMut(usize, T) -> Result<(), WriteErr>,
+) -> Vec<Bson> {
+    let mut errors = Vec::new();
+    for (i, stmt) in stmts.into_iter().enumerate() {
+        if let Err(e) = run(i, stmt) {
+            errors.push(write_error_doc(i, &e));
+            if ordered {
+                break;
+            }
+        }
+    }
+    errors
+}
+
+/// `{n, writeErrors}` of a write command's reply (`writeErrors` only when
+/// there are some).
+fn write_counts(n: usize, errors: Vec<Bson>) -> Document {
+    let mut r = doc! {"n": int(n)};
+    if !errors.is_empty() {
+        r.insert("writeErrors", errors);
+    }
+    r
+}
+
 fn statements(cmd: &Document, cmd_name: &str, field: &str) -> Res<Vec<Document>> {
     let arr = match cmd.get(field) {
         Some(Bson::Array(a)) => a,
@@ -282,34 +312,17 @@ fn insert(store: &mut Store, db: &str, cmd: &Document, ops: &mut Vec<Op>) -> Res
     let ns = format!("{db}.{c}");
     let coll = ensure(store, db, &c, ops)?;
     let mut n = 0usize;
-    let mut errors = Vec::new();
-    for (i, d) in docs.into_iter().enumerate() {
-        let res = prepare_insert_doc(d).map_err(WriteErr::from).and_then(|d| {
-            coll.insert(d.clone())
-                .map(|_| d)
-                .map_err(|e| insert_err(e, &ns))
+    let errors = each_statement(docs, ordered, |_, d| {
+        let d = prepare_insert_doc(d)?;
+        coll.insert(d.clone()).map_err(|e| insert_err(e, &ns))?;
+        n += 1;
+        ops.push(Op::Insert {
+            ns: ns.clone(),
+            doc: d,
         });
-        match res {
-            Ok(d) => {
-                n += 1;
-                ops.push(Op::Insert {
-                    ns: ns.clone(),
-                    doc: d,
-                });
-            }
-            Err(e) => {
-                errors.push(write_error_doc(i, &e));
-                if ordered {
-                    break;
-                }
-            }
-        }
-    }
-    let mut r = doc! {"n": int(n)};
-    if !errors.is_empty() {
-        r.insert("writeErrors", errors);
-    }
-    Ok(reply(r))
+        Ok(())
+    });
+    Ok(reply(write_counts(n, errors)))
 }
 
 struct UpdateResult {
@@ -407,28 +420,16 @@ fn update(store: &mut Store, db: &str, cmd: &Document, ops: &mut Vec<Op>) -> Res
     let mut n = 0;
     let mut modified = 0;
     let mut upserted = Vec::new();
-    let mut errors = Vec::new();
-    for (i, stmt) in stmts.iter().enumerate() {
-        match update_stmt(store, db, &c, stmt, ops) {
-            Ok(r) => {
-                n += r.n;
-                modified += r.modified;
-                if let Some(id) = r.upserted {
-                    upserted.push(Bson::Document(doc! {"index": int(i), "_id": id}));
-                }
-            }
-            Err(e) => {
-                errors.push(write_error_doc(i, &e));
-                if ordered {
-                    break;
-                }
-            }
+    let errors = each_statement(&stmts, ordered, |i, stmt| {
+        let r = update_stmt(store, db, &c, stmt, ops)?;
+        n += r.n;
+        modified += r.modified;
+        if let Some(id) = r.upserted {
+            upserted.push(Bson::Document(doc! {"index": int(i), "_id": id}));
         }
-    }
-    let mut r = doc! {"n": int(n)};
-    if !errors.is_empty() {
-        r.insert("writeErrors", errors);
-    }
+        Ok(())
+    });
+    let mut r = write_counts(n, errors);
     if !upserted.is_empty() {
         r.insert("upserted", upserted);
     }
@@ -484,23 +485,11 @@ fn delete(store: &mut Store, db: &str, cmd: &Document, ops: &mut Vec<Op>) -> Res
     let stmts = statements(cmd, "delete", "deletes")?;
     let ordered = opt_bool(cmd, "delete", "ordered", true)?;
     let mut n = 0;
-    let mut errors = Vec::new();
-    for (i, stmt) in stmts.iter().enumerate() {
-        match delete_stmt(store, db, &c, stmt, ops) {
-            Ok(k) => n += k,
-            Err(e) => {
-                errors.push(write_error_doc(i, &e));
-                if ordered {
-                    break;
-                }
-            }
-        }
-    }
-    let mut r = doc! {"n": int(n)};
-    if !errors.is_empty() {
-        r.insert("writeErrors", errors);
-    }
-    Ok(reply(r))
+    let errors = each_statement(&stmts, ordered, |_, stmt| {
+        n += delete_stmt(store, db, &c, stmt, ops)?;
+        Ok(())
+    });
+    Ok(reply(write_counts(n, errors)))
 }
 
 fn find_and_modify(
