@@ -850,46 +850,16 @@ fn apply_at(
             }
             set_path(doc, p, Bson::Array(arr))
         }
-        Kind::Pull(cond) => match get_strict(doc, p) {
-            None => Ok(()),
-            Some(Bson::Array(a)) => {
-                let kept: Vec<Bson> = a
-                    .iter()
-                    .filter(|el| !match cond {
-                        PullCond::Query(f) => match el {
-                            Bson::Document(d) => f.matches(d),
-                            _ => false,
-                        },
-                        PullCond::Value(pred) => match_value(pred, el),
-                    })
-                    .cloned()
-                    .collect();
-                if kept.len() != a.len() {
-                    set_path(doc, p, Bson::Array(kept))?;
-                }
-                Ok(())
-            }
-            Some(_) => Err(CommandError::bad_value(
-                "Cannot apply $pull to a non-array value",
-            )),
-        },
-        Kind::PullAll(vals) => match get_strict(doc, p) {
-            None => Ok(()),
-            Some(Bson::Array(a)) => {
-                let kept: Vec<Bson> = a
-                    .iter()
-                    .filter(|el| !vals.iter().any(|v| bson_eq(el, v)))
-                    .cloned()
-                    .collect();
-                if kept.len() != a.len() {
-                    set_path(doc, p, Bson::Array(kept))?;
-                }
-                Ok(())
-            }
-            Some(_) => Err(CommandError::bad_value(
-                "Cannot apply $pullAll to a non-array value",
-            )),
-        },
+        Kind::Pull(cond) => remove_from_array(doc, p, "$pull", |el| match cond {
+            PullCond::Query(f) => match el {
+                Bson::Document(d) => f.matches(d),
+                _ => false,
+            },
+            PullCond::Value(pred) => match_value(pred, el),
+        }),
+        Kind::PullAll(vals) => {
+            remove_from_array(doc, p, "$pullAll", |el| vals.iter().any(|v| bson_eq(el, v)))
+        }
         Kind::Pop(first) => match get_strict(doc, p) {
             None => Ok(()),
             Some(Bson::Array(a)) => {
@@ -961,6 +931,30 @@ pub fn seed_from_query(filter: &Document) -> Res<Document> {
     let mut set_paths: Vec<Vec<String>> = Vec::new();
     collect_equalities(filter, &mut seed, &mut set_paths)?;
     Ok(seed)
+}
+
+/// `$pull` / `$pullAll` at `p`: removes the array elements `remove`
+/// selects (the field is written only if something went); a missing field
+/// is left alone, anything but an array is an error.
+fn remove_from_array(
+    doc: &mut Document,
+    p: &[String],
+    op: &str,
+    remove: impl Fn(&Bson) -> bool,
+) -> Res<()> {
+    match get_strict(doc, p) {
+        None => Ok(()),
+        Some(Bson::Array(a)) => {
+            let kept: Vec<Bson> = a.iter().filter(|el| !remove(el)).cloned().collect();
+            if kept.len() != a.len() {
+                set_path(doc, p, Bson::Array(kept))?;
+            }
+            Ok(())
+        }
+        Some(_) => Err(CommandError::bad_value(format!(
+            "Cannot apply {op} to a non-array value"
+        ))),
+    }
 }
 
 fn collect_equalities(
