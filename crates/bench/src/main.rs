@@ -209,6 +209,15 @@ struct Plan {
     end: Instant,
 }
 
+/// The `p` quantile of `h`, 0 when it is empty.
+fn quantile(h: &Histogram<u64>, p: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(p)
+    }
+}
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
@@ -359,13 +368,7 @@ async fn load(args: &Args, addr: SocketAddr) -> anyhow::Result<()> {
         }
     }
     let secs = args.duration;
-    let q = |p: f64| {
-        if hist.is_empty() {
-            0
-        } else {
-            hist.value_at_quantile(p)
-        }
-    };
+    let q = |p: f64| quantile(&hist, p);
     let out = json!({
         "tool": "holdfast-bench",
         "label": args.label,
@@ -518,13 +521,7 @@ async fn idle(args: &Args, addr: SocketAddr) -> anyhow::Result<()> {
             ping_ok += 1;
         }
     }
-    let q = |p: f64| {
-        if hist.is_empty() {
-            0
-        } else {
-            hist.value_at_quantile(p)
-        }
-    };
+    let q = |p: f64| quantile(&hist, p);
     let out = json!({
         "tool": "holdfast-bench",
         "label": args.label,
