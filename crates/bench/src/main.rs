@@ -227,7 +227,7 @@ async fn worker(idx: usize, plan: Arc<Plan>) -> (WorkerResult, Histogram<u64>) {
     let mut hist = new_hist();
     let mut find = find_template(&plan.db, &plan.coll);
     let mut insert = insert_template(&plan.db, &plan.insert_coll);
-    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) * 0xBF58_476D_1CE4_E5B9);
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15 ^ (idx as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     let mut seq: i64 = 0;
     let mut conn: Option<Conn> = None;
     loop {
