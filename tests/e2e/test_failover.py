@@ -34,6 +34,20 @@ def member_index(sim, addr):
     return sim.members.index(addr)
 
 
+def in_flight_at_stepdown(sim, fn):
+    """Slows the primary to 1 s per operation, starts fn in a thread, and
+    steps that primary down while fn's operation is in flight. Returns the
+    old primary and fn's outcome box (after it ended)."""
+    p = sim.primary()
+    with sim.direct(p) as d:
+        d.admin.command({"simFault": "latency", "ms": 1000})
+    t, box = in_thread(fn)
+    time.sleep(0.3)
+    sim.fault(simFault="stepDown", member=member_index(sim, p))
+    t.join(30)
+    return p, box
+
+
 # Row: new request, no primary known -> held, then sent to the new primary.
 def test_new_request_is_held_until_a_new_primary(sim, proxy):
     c = legacy(proxy)
@@ -184,13 +198,7 @@ def test_cursor_on_a_dead_member_is_cursor_not_found(sim, proxy):
 def test_retryable_write_in_flight_is_replayed_once(sim, proxy):
     c = pymongo.MongoClient(proxy.uri, retryWrites=True)
     c.db.c.insert_one({"_id": "setup"})
-    p = sim.primary()
-    with sim.direct(p) as d:
-        d.admin.command({"simFault": "latency", "ms": 1000})
-    t, box = in_thread(lambda: c.db.c.update_one({"_id": "n"}, {"$inc": {"v": 1}}, upsert=True))
-    time.sleep(0.3)
-    sim.fault(simFault="stepDown", member=member_index(sim, p))
-    t.join(30)
+    _, box = in_flight_at_stepdown(sim, lambda: c.db.c.update_one({"_id": "n"}, {"$inc": {"v": 1}}, upsert=True))
     assert "error" not in box, box
     assert c.db.c.find_one({"_id": "n"}) == {"_id": "n", "v": 1}
     assert proxy.metric("holdfast_writes_retried_total", reason="retryable_write") >= 1
@@ -224,13 +232,7 @@ def test_write_of_unknown_outcome_gets_one_clear_error(make_sim, make_proxy, wri
     # "never" applies to retryable writes too.
     c = legacy(proxy) if write_retry == "safe" else pymongo.MongoClient(proxy.uri, retryWrites=True)
     c.db.c.insert_one({"_id": "setup"})
-    p = sim.primary()
-    with sim.direct(p) as d:
-        d.admin.command({"simFault": "latency", "ms": 1000})
-    t, box = in_thread(lambda: c.db.c.update_one({"_id": "n"}, {"$inc": {"v": 1}}, upsert=True))
-    time.sleep(0.3)
-    sim.fault(simFault="stepDown", member=member_index(sim, p))
-    t.join(30)
+    p, box = in_flight_at_stepdown(sim, lambda: c.db.c.update_one({"_id": "n"}, {"$inc": {"v": 1}}, upsert=True))
     e = box.get("error")
     assert isinstance(e, pymongo.errors.NotPrimaryError), box
     d = e.details
@@ -248,16 +250,10 @@ def test_write_of_unknown_outcome_gets_one_clear_error(make_sim, make_proxy, wri
 def test_transaction_statement_in_flight_is_labelled_transient(sim, proxy):
     c = pymongo.MongoClient(proxy.uri)
     c.db.c.insert_one({"_id": "setup"})
-    p = sim.primary()
     s = c.start_session()
     s.start_transaction()
     c.db.c.insert_one({"_id": "t1"}, session=s)
-    with sim.direct(p) as d:
-        d.admin.command({"simFault": "latency", "ms": 1000})
-    t, box = in_thread(lambda: c.db.c.insert_one({"_id": "t2"}, session=s))
-    time.sleep(0.3)
-    sim.fault(simFault="stepDown", member=member_index(sim, p))
-    t.join(30)
+    p, box = in_flight_at_stepdown(sim, lambda: c.db.c.insert_one({"_id": "t2"}, session=s))
     e = box.get("error")
     assert isinstance(e, PyMongoError), box
     assert e.has_error_label("TransientTransactionError"), e.details
