@@ -415,20 +415,28 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 ADMIN_PORT="$(free_port)"
 PROM_PORT="$(free_port)"
 printf '# check-deploy: embedded sim on ephemeral ports\nembedded_port = 0\nembedded_election_ms = 1500\n' >"$WORK/live.toml"
+# wait_ready NAME PID LOG TRIES CHECK...: runs CHECK every 0.1 s, TRIES times,
+# until it succeeds; fails (showing LOG) if PID exits or time runs out.
+wait_ready() {
+    local name=$1 pid=$2 log=$3 tries=$4
+    shift 4
+    for _ in $(seq "$tries"); do
+        if "$@" 2>/dev/null; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || { echo "$name exited:"; cat "$log"; return 1; }
+        sleep 0.1
+    done
+    echo "$name not ready after $((tries / 10)) s:"; cat "$log"; return 1
+}
 start_holdfast() {
     "$HOLDFAST" --config "$WORK/live.toml" --listen 127.0.0.1:0 \
         --admin-listen "127.0.0.1:$ADMIN_PORT" --log-format json >"$WORK/holdfast.log" 2>&1 &
     local HF_PID=$!
     echo "$HF_PID" >"$HF_PIDFILE"
-    for _ in $(seq 100); do
-        if grep -q '"holdfast started"' "$WORK/holdfast.log" \
-            && curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1; then
-            return 0
-        fi
-        kill -0 "$HF_PID" 2>/dev/null || { echo "holdfast exited:"; cat "$WORK/holdfast.log"; return 1; }
-        sleep 0.1
-    done
-    echo "holdfast not ready after 10 s:"; cat "$WORK/holdfast.log"; return 1
+    wait_ready holdfast "$HF_PID" "$WORK/holdfast.log" 100 holdfast_ready
+}
+holdfast_ready() {
+    grep -q '"holdfast started"' "$WORK/holdfast.log" \
+        && curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1
 }
 # Traffic that makes holdfast create most of its series: reads and retryable
 # writes through it, a stepdown under load (hold, replay, retried write,
@@ -608,12 +616,8 @@ EOF
         --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
     local PROM_PID=$!
     echo "$PROM_PID" >"$PROM_PIDFILE"
-    for _ in $(seq 150); do
-        if curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null 2>&1; then return 0; fi
-        kill -0 "$PROM_PID" 2>/dev/null || { echo "prometheus exited:"; cat "$WORK/prometheus.log"; return 1; }
-        sleep 0.1
-    done
-    echo "prometheus not ready after 15 s:"; cat "$WORK/prometheus.log"; return 1
+    wait_ready prometheus "$PROM_PID" "$WORK/prometheus.log" 150 \
+        curl -fsS "http://127.0.0.1:$PROM_PORT/-/ready" -o /dev/null
 }
 # Rules evaluate without errors; HoldfastProtocolErrors fires for the frames
 # sent above (through its first-appearance clause) and the others stay quiet;
