@@ -144,13 +144,8 @@ impl Frame {
         if *self.raw.get(at)? != 0 {
             return None;
         }
-        let len = i32::from_le_bytes(*self.raw.get(at + 1..)?.first_chunk::<4>()?);
-        let len = usize::try_from(len).ok().filter(|n| *n >= 5)?;
-        let body = at + 1..at.checked_add(1 + len)?;
-        if body.end > end || self.raw[body.end - 1] != 0 {
-            return None;
-        }
-        Some(self.raw.slice(body))
+        let len = crate::bytes_util::document_len(self.raw.get(..end)?, at + 1, "body").ok()?;
+        Some(self.raw.slice(at + 1..at + 1 + len))
     }
 
     /// A copy of this frame with new request/response ids. An OP_MSG
