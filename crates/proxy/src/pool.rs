@@ -113,17 +113,9 @@ pub struct BackendConn {
     idle_since: Instant,
     pub id: u64,
     inflight: Arc<InFlight>,
-    clock: Clock,
 }
 
 impl BackendConn {
-    /// Marks a request as sent at `at` (the watchdog measures from there).
-    pub fn begin(&self, at: Instant) {
-        self.inflight
-            .since_ms
-            .store(self.clock.ms(at), Ordering::Release);
-    }
-
     /// The reply arrived: nothing outstanding.
     pub fn end(&self) {
         self.inflight.since_ms.store(0, Ordering::Release);
@@ -221,6 +213,13 @@ impl std::ops::DerefMut for PooledConn {
 }
 
 impl PooledConn {
+    /// Marks a request as sent at `at` (the watchdog measures from there).
+    pub fn begin(&self, at: Instant) {
+        self.inflight
+            .since_ms
+            .store(self.pool.clock.ms(at), Ordering::Release);
+    }
+
     /// Returns a clean connection (no request outstanding) to the pool;
     /// `now` is a recent instant (the caller's, to spare a clock read).
     pub fn check_in(mut self, now: Instant) {
@@ -388,7 +387,6 @@ impl Pool {
             idle_since: Instant::now(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             inflight,
-            clock: self.clock,
         };
         // Each backend connection does its own handshake.
         let hello = doc! {
