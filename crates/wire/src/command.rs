@@ -2,9 +2,11 @@
 
 use bson::{RawBsonRef, RawDocument};
 
+use crate::commands::{self, Kind};
 use crate::error::WireError;
 use crate::msg::{DocumentSequence, OpMsg};
 use crate::query::OpQuery;
+use crate::values::{as_bool, as_i64};
 
 /// What the proxy needs to know about a command, gathered in one pass over
 /// the body's top-level fields. Everything borrows from the frame.
@@ -21,6 +23,8 @@ pub struct CommandView<'a> {
     pub autocommit: Option<bool>,
     pub start_transaction: bool,
     pub read_preference: Option<&'a RawDocument>,
+    /// `readConcern` (level, afterClusterTime).
+    pub read_concern: Option<&'a RawDocument>,
     pub max_time_ms: Option<i64>,
     /// The cursor id of a `getMore`.
     pub cursor_id: Option<i64>,
@@ -37,7 +41,7 @@ pub struct CommandView<'a> {
     sequences: &'a [DocumentSequence],
 }
 
-/// How the proxy treats a request (see mongo-semantics.md §4, §5).
+/// How the proxy treats a request (see `docs/failover.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandClass {
     /// `hello`/`isMaster`/`ismaster`: answered locally.
@@ -79,110 +83,6 @@ impl CommandClass {
             CommandClass::Diagnostic => "diagnostic",
             CommandClass::Other => "other",
         }
-    }
-
-    /// May the proxy send this again after the first attempt's fate is unknown?
-    pub fn is_replayable(self) -> bool {
-        matches!(
-            self,
-            CommandClass::RetryableRead
-                | CommandClass::Diagnostic
-                | CommandClass::Handshake
-                | CommandClass::Write { retryable: true }
-        )
-    }
-}
-
-/// The retryable-reads list (mongo-semantics.md §4): `aggregate` only without
-/// `$out`/`$merge`, checked separately.
-pub fn is_retryable_read_name(name: &str) -> bool {
-    matches!(
-        name,
-        "find"
-            | "aggregate"
-            | "distinct"
-            | "count"
-            | "listDatabases"
-            | "listCollections"
-            | "listIndexes"
-    )
-}
-
-/// Commands that change data or metadata.
-pub fn is_write_name(name: &str) -> bool {
-    matches!(
-        name,
-        "insert"
-            | "update"
-            | "delete"
-            | "findAndModify"
-            | "findandmodify"
-            | "bulkWrite"
-            | "create"
-            | "drop"
-            | "dropDatabase"
-            | "createIndexes"
-            | "dropIndexes"
-            | "renameCollection"
-            | "collMod"
-            | "convertToCapped"
-            | "cloneCollectionAsCapped"
-            | "createView"
-    )
-}
-
-/// Side-effect-free commands that drivers and shells send.
-pub fn is_diagnostic_name(name: &str) -> bool {
-    matches!(
-        name,
-        "ping"
-            | "buildInfo"
-            | "buildinfo"
-            | "serverStatus"
-            | "getParameter"
-            | "listCommands"
-            | "connectionStatus"
-            | "hostInfo"
-            | "getCmdLineOpts"
-            | "dbStats"
-            | "collStats"
-            | "dataSize"
-            | "explain"
-            | "whatsmyuri"
-            | "atlasVersion"
-            | "getLog"
-            | "features"
-            | "endSessions"
-            | "getFreeMonitoringStatus"
-            | "lockInfo"
-            | "validateDBMetadata"
-    )
-}
-
-fn is_auth_name(name: &str) -> bool {
-    matches!(
-        name,
-        "saslStart" | "saslContinue" | "authenticate" | "getnonce" | "logout"
-    )
-}
-
-pub fn is_handshake_name(name: &str) -> bool {
-    matches!(name, "hello" | "isMaster" | "ismaster")
-}
-
-fn as_i64(v: RawBsonRef<'_>) -> Option<i64> {
-    match v {
-        RawBsonRef::Int32(i) => Some(i as i64),
-        RawBsonRef::Int64(i) => Some(i),
-        RawBsonRef::Double(d) if d.is_finite() && d.fract() == 0.0 => Some(d as i64),
-        _ => None,
-    }
-}
-
-fn as_bool(v: RawBsonRef<'_>) -> Option<bool> {
-    match v {
-        RawBsonRef::Boolean(b) => Some(b),
-        other => as_i64(other).map(|n| n != 0),
     }
 }
 
@@ -317,6 +217,7 @@ impl<'a> CommandView<'a> {
             autocommit: None,
             start_transaction: false,
             read_preference: None,
+            read_concern: None,
             max_time_ms: None,
             cursor_id: None,
             write_concern_w0: false,
@@ -354,6 +255,11 @@ impl<'a> CommandView<'a> {
                 }
             }
             b"maxTimeMS" => self.max_time_ms = f.value().and_then(as_i64),
+            b"readConcern" => {
+                if let Some(RawBsonRef::Document(d)) = f.value() {
+                    self.read_concern = Some(d);
+                }
+            }
             b"writeConcern" => {
                 if let Some(RawBsonRef::Document(wc)) = f.value() {
                     if let Ok(Some(w)) = wc.get("w") {
@@ -412,50 +318,88 @@ impl<'a> CommandView<'a> {
         self.more_to_come || self.write_concern_w0
     }
 
-    pub fn in_transaction(&self) -> bool {
-        self.autocommit == Some(false)
+    /// A write holdfast may make retryable with a session of its own: one
+    /// of the retryable-write commands, every statement single-document,
+    /// acknowledged, outside a transaction, and without a `txnNumber` of
+    /// its own.
+    pub fn may_be_made_retryable(&self) -> bool {
+        commands::lookup(self.name).is_some_and(|c| c.retryable_write)
+            && self.txn_number.is_none()
+            && !self.in_transaction()
+            && !self.multi_statement
+            && !self.is_unacknowledged()
     }
 
-    pub fn classify(&self) -> CommandClass {
-        let name = self.name;
-        if is_handshake_name(name) {
-            return CommandClass::Handshake;
-        }
-        match name {
-            "commitTransaction" => return CommandClass::CommitTransaction,
-            "abortTransaction" => return CommandClass::AbortTransaction,
-            _ => {}
-        }
-        if self.in_transaction() {
-            return CommandClass::TransactionStatement;
-        }
-        if is_auth_name(name) {
-            return CommandClass::Auth;
-        }
-        if name == "getMore" || name == "killCursors" {
-            return CommandClass::CursorContinuation;
-        }
-        if name == "aggregate" && self.has_out_or_merge {
-            return CommandClass::Write { retryable: false };
-        }
-        if is_retryable_read_name(name) {
-            return CommandClass::RetryableRead;
-        }
-        if is_write_name(name) {
-            let retryable = matches!(
-                name,
-                "insert" | "update" | "delete" | "findAndModify" | "findandmodify"
-            ) && self.lsid.is_some()
-                && self.txn_number.is_some()
-                && !self.multi_statement
-                && !self.is_unacknowledged();
-            return CommandClass::Write { retryable };
-        }
-        if is_diagnostic_name(name) {
-            return CommandClass::Diagnostic;
-        }
-        CommandClass::Other
+    /// A statement of a multi-document transaction, or its commit/abort.
+    pub fn in_transaction(&self) -> bool {
+        commands::in_transaction(self.autocommit)
     }
+
+    /// How the proxy treats this request ([`commands::COMMANDS`] says what
+    /// each command is; the request's own fields refine it).
+    pub fn classify(&self) -> CommandClass {
+        let info = commands::lookup(self.name);
+        match info.map_or(Kind::Other, |c| c.kind) {
+            Kind::Handshake => CommandClass::Handshake,
+            Kind::TransactionControl if self.name == "commitTransaction" => {
+                CommandClass::CommitTransaction
+            }
+            Kind::TransactionControl => CommandClass::AbortTransaction,
+            _ if self.in_transaction() => CommandClass::TransactionStatement,
+            Kind::Auth => CommandClass::Auth,
+            Kind::Cursor => CommandClass::CursorContinuation,
+            Kind::Read if self.has_out_or_merge => CommandClass::Write { retryable: false },
+            Kind::Read => CommandClass::RetryableRead,
+            Kind::Write => CommandClass::Write {
+                retryable: info.is_some_and(|c| c.retryable_write)
+                    && self.lsid.is_some()
+                    && self.txn_number.is_some()
+                    && !self.multi_statement
+                    && !self.is_unacknowledged(),
+            },
+            Kind::Diagnostic => CommandClass::Diagnostic,
+            Kind::Other => CommandClass::Other,
+        }
+    }
+}
+
+/// `doc` without its top-level fields named in `remove`, with the fields of
+/// `append` added at the end. The kept fields are copied as bytes, without
+/// decoding them (bson decodes only a document the fast walk cannot).
+pub fn edit_fields(doc: &RawDocument, remove: &[&str], append: &bson::Document) -> bytes::Bytes {
+    let src = doc.as_bytes();
+    let mut out = Vec::with_capacity(src.len() + 64);
+    out.extend_from_slice(&[0; 4]);
+    let last = src.len() - 1;
+    let mut at = 4;
+    let mut fast = true;
+    while at < last {
+        let Some((key, _, next)) = fast_element(src, at) else {
+            fast = false;
+            break;
+        };
+        if !remove.iter().any(|r| r.as_bytes() == key) {
+            out.extend_from_slice(&src[at..next]);
+        }
+        at = next;
+    }
+    if !fast || at != last {
+        // A rare type or a malformed document: go through bson.
+        let mut d = bson::Document::try_from(doc).unwrap_or_default();
+        for r in remove {
+            d.remove(*r);
+        }
+        for (k, v) in append {
+            d.insert(k.clone(), v.clone());
+        }
+        return crate::reply::document_bytes(&d);
+    }
+    let tail = crate::reply::document_bytes(append);
+    out.extend_from_slice(&tail[4..tail.len() - 1]);
+    out.push(0);
+    let len = out.len() as i32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    bytes::Bytes::from(out)
 }
 
 fn is_multi_update(d: &RawDocument) -> bool {
@@ -754,6 +698,46 @@ mod tests {
                 m[i] = orig;
             }
         }
+    }
+
+    #[test]
+    fn edit_fields_removes_and_appends_without_touching_the_rest() {
+        use bson::{doc, Bson};
+        let d = doc! {"insert": "c", "lsid": {"id": 1}, "ordered": false, "$db": "x", "re": Bson::RegularExpression(bson::Regex { pattern: "a".into(), options: "".into() })};
+        for (src, fast) in [
+            (d.clone(), false),
+            (
+                {
+                    let mut e = d.clone();
+                    e.remove("re");
+                    e
+                },
+                true,
+            ),
+        ] {
+            let raw = crate::reply::document_bytes(&src);
+            let body = RawDocument::from_bytes(&raw).unwrap();
+            assert_eq!(
+                fast,
+                CommandView::scan(body, &[]).is_ok() && fast_walks(body)
+            );
+            let out = edit_fields(
+                body,
+                &["lsid"],
+                &doc! {"lsid": {"id": 2}, "txnNumber": 7i64},
+            );
+            let got = bson::Document::from_reader(&out[..]).unwrap();
+            let mut want = src.clone();
+            want.remove("lsid");
+            want.insert("lsid", doc! {"id": 2});
+            want.insert("txnNumber", 7i64);
+            assert_eq!(got, want);
+            assert_eq!(got.keys().next().map(String::as_str), Some("insert"));
+        }
+    }
+
+    fn fast_walks(body: &RawDocument) -> bool {
+        fast(body).is_some()
     }
 
     #[test]

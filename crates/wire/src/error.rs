@@ -58,6 +58,8 @@ pub enum WireError {
     BadCompressedOpcode(i32),
     #[error("opcode {0} is not a request this decoder parses")]
     UnexpectedOpcode(i32),
+    #[error("OP_KILL_CURSORS names {0} cursors (1 to 29999 allowed)")]
+    BadKillCursorsCount(i32),
     #[error("the command document is empty")]
     EmptyCommand,
     #[error("OP_QUERY command namespace {0:?} does not end in .$cmd")]
@@ -94,6 +96,7 @@ impl WireError {
             WireError::UnsupportedSectionKind(_) => (40432, "Location40432"),
             WireError::EmptyCommand => (40585, "Location40585"),
             WireError::NotACommandNamespace(_) => (40473, "Location40473"),
+            WireError::BadKillCursorsCount(_) => (28794, "Location28794"),
             WireError::LengthTooLarge { .. } => (10334, "BSONObjectTooLarge"),
             _ => (22, "InvalidBSON"),
         }

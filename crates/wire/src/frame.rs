@@ -148,6 +148,24 @@ impl Frame {
         Some(self.raw.slice(at + 1..at + 1 + len))
     }
 
+    /// For an OP_MSG, a copy with `body` as its kind-0 section (document
+    /// sequences and ids kept, any checksum dropped). `None` for other
+    /// opcodes or a frame that does not parse.
+    pub fn with_msg_body(&self, body: Bytes) -> Option<Frame> {
+        let limits = Limits {
+            verify_checksum: false,
+            max_message_size: usize::MAX,
+        };
+        let Message::Msg(mut m) = self.parse(&limits).ok()? else {
+            return None;
+        };
+        m.body = body;
+        m.checksum = None;
+        let mut out = Vec::with_capacity(m.encoded_len(false));
+        m.encode(self.request_id(), self.response_to(), false, &mut out);
+        Frame::from_bytes(Bytes::from(out), usize::MAX).ok()
+    }
+
     /// A copy of this frame with new request/response ids. An OP_MSG
     /// checksum, if present, is recomputed.
     pub fn with_ids(&self, request_id: i32, response_to: i32) -> Frame {

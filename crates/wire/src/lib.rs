@@ -8,20 +8,27 @@
 //!   legacy opcodes as raw frames.
 //! - [`CommandView`]: a zero-copy view of a request's command, and
 //!   [`CommandClass`]: how the proxy treats it.
+//! - [`commands`]: the table of commands (kind, where they may run, OP_QUERY,
+//!   admin-only) that the proxy and the simulator share; [`codes`]: error
+//!   codes, their names and the code families drivers act on.
 //! - [`reply`]: error and command reply builders, OP_MSG or OP_REPLY.
 #![forbid(unsafe_code)]
 
 mod bytes_util;
 pub mod codec;
+pub mod codes;
 pub mod command;
+pub mod commands;
 pub mod compressed;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod legacy;
 pub mod msg;
 pub mod query;
 pub mod reply;
 pub mod summary;
+pub mod values;
 
 pub use codec::FrameCodec;
 pub use command::{CommandClass, CommandView};
@@ -29,6 +36,7 @@ pub use compressed::{Compressor, OpCompressed};
 pub use error::WireError;
 pub use frame::{Frame, Limits, Message};
 pub use header::{MsgHeader, OpCode, DEFAULT_MAX_MESSAGE_SIZE, HEADER_LEN, MAX_BSON_OBJECT_SIZE};
+pub use legacy::LegacyOp;
 pub use msg::{DocumentSequence, MsgFlags, OpMsg};
 pub use query::{OpQuery, OpReply, QueryFlags, ReplyFlags};
 pub use reply::ErrorReply;

@@ -27,6 +27,11 @@ impl ErrorReply {
         }
     }
 
+    /// An error with `code` and the name MongoDB gives it ([`crate::codes::name`]).
+    pub fn of(code: i32, errmsg: impl Into<String>) -> Self {
+        Self::new(code, crate::codes::name(code), errmsg)
+    }
+
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.labels.push(label.into());
         self

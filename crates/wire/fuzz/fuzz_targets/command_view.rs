@@ -87,7 +87,6 @@ fn view_frame(frame: &Frame, limits: &Limits) {
 fn check(v: &CommandView<'_>) {
     let class = v.classify();
     let _ = class.label();
-    let _ = class.is_replayable();
     let _ = v.kill_cursor_ids();
     let _ = v.is_unacknowledged();
     let _ = v.in_transaction();
