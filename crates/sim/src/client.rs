@@ -1,7 +1,8 @@
-//! A minimal raw wire client, for tests and benchmarks: one connection,
-//! OP_MSG and OP_QUERY commands, raw frames.
+//! A minimal raw wire client, for tests and benchmarks: one connection
+//! (plain or TLS), OP_MSG and OP_QUERY commands, raw frames.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, Document};
@@ -10,12 +11,18 @@ use holdfast_wire::reply::document_bytes;
 use holdfast_wire::{
     Frame, FrameCodec, Limits, Message, MsgFlags, OpMsg, OpQuery, QueryFlags, WireError,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// One connection to one member.
 pub struct RawClient {
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<Box<dyn Io>, FrameCodec>,
     next_id: i32,
 }
 
@@ -32,16 +39,73 @@ pub enum ClientError {
     Wire(#[from] WireError),
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A TLS client configuration (ring provider) trusting the CA certificates
+/// in `ca_pem`, presenting the certificate chain and key in
+/// `cert_key_pem` if given.
+pub fn tls_config(
+    ca_pem: &str,
+    cert_key_pem: Option<&str>,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls(&e))?
+    .with_root_certificates(roots);
+    let config = match cert_key_pem {
+        Some(pem) => {
+            let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls(&e))?;
+            let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| tls(&e))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| tls(&e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
 }
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> Result<RawClient, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(RawClient {
+        Ok(RawClient::over(Box::new(stream)))
+    }
+
+    /// Connects with TLS (`server_name` is checked against the server's
+    /// certificate).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<RawClient, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(RawClient::over(Box::new(tls)))
+    }
+
+    fn over(stream: Box<dyn Io>) -> RawClient {
+        RawClient {
             framed: Framed::new(stream, FrameCodec::new(Limits::default())),
             next_id: 1,
-        })
+        }
     }
 
     pub fn next_request_id(&mut self) -> i32 {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use bson::Document;
 use rand::Rng;
 
+use crate::auth::UserName;
+
 /// `cursorTimeoutMillis` default: idle cursors are reaped after 10 minutes.
 pub const CURSOR_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -20,6 +22,9 @@ pub struct Cursor {
     pub ns: String,
     pub docs: VecDeque<Document>,
     pub last_used: Instant,
+    /// The user that opened it (only that user may use it, with access
+    /// control on).
+    pub owner: Option<UserName>,
 }
 
 #[derive(Default)]
@@ -30,6 +35,16 @@ pub struct CursorTable {
 impl CursorTable {
     /// Registers the rest of a result set; returns its (positive, random) id.
     pub fn open(&mut self, ns: String, docs: VecDeque<Document>) -> i64 {
+        self.open_owned(ns, docs, None)
+    }
+
+    /// Like [`CursorTable::open`], remembering who opened it.
+    pub fn open_owned(
+        &mut self,
+        ns: String,
+        docs: VecDeque<Document>,
+        owner: Option<UserName>,
+    ) -> i64 {
         let now = Instant::now();
         self.map
             .retain(|_, c| now.duration_since(c.last_used) < CURSOR_TIMEOUT);
@@ -41,6 +56,7 @@ impl CursorTable {
                     ns,
                     docs,
                     last_used: now,
+                    owner,
                 });
                 return id;
             }
@@ -53,6 +69,10 @@ impl CursorTable {
 
     pub fn remove(&mut self, id: i64) -> Option<Cursor> {
         self.map.remove(&id)
+    }
+
+    pub fn get(&self, id: i64) -> Option<&Cursor> {
+        self.map.get(&id)
     }
 
     pub fn contains(&self, id: i64) -> bool {

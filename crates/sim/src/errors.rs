@@ -1,4 +1,6 @@
-//! Server error codes and the error labels mongod attaches to them.
+//! Server errors and the error labels mongod attaches to them. The codes,
+//! their names and code families are holdfast-wire's (`codes`), shared with
+//! the proxy.
 
 use bson::{doc, Bson, Document};
 
@@ -12,82 +14,28 @@ pub struct CmdError {
     pub errmsg: String,
 }
 
-pub const BAD_VALUE: i32 = 2;
-pub const FAILED_TO_PARSE: i32 = 9;
-pub const UNAUTHORIZED: i32 = 13;
-pub const TYPE_MISMATCH: i32 = 14;
-pub const AUTHENTICATION_FAILED: i32 = 18;
-pub const CURSOR_NOT_FOUND: i32 = 43;
-pub const INVALID_OPTIONS: i32 = 72;
-pub const CONFLICTING_OPERATION_IN_PROGRESS: i32 = 117;
-pub const COMMAND_NOT_FOUND: i32 = 59;
-pub const WRITE_CONCERN_FAILED: i32 = 64;
-pub const NO_REPLICATION_ENABLED: i32 = 76;
-pub const UNKNOWN_REPL_WRITE_CONCERN: i32 = 79;
-pub const NOT_SECONDARY: i32 = 95;
-pub const UNSATISFIABLE_WRITE_CONCERN: i32 = 100;
-pub const WRITE_CONFLICT: i32 = 112;
-pub const COMMAND_FAILED: i32 = 125;
-pub const CLIENT_METADATA_CANNOT_BE_MUTATED: i32 = 186;
-pub const PRIMARY_STEPPED_DOWN: i32 = 189;
-pub const TRANSACTION_TOO_OLD: i32 = 225;
-pub const NO_SUCH_TRANSACTION: i32 = 251;
-pub const TRANSACTION_COMMITTED: i32 = 256;
-pub const EXCEEDED_TIME_LIMIT: i32 = 262;
-pub const OPERATION_NOT_SUPPORTED_IN_TRANSACTION: i32 = 263;
-pub const UNSUPPORTED_OP_QUERY_COMMAND: i32 = 352;
-pub const NOT_WRITABLE_PRIMARY: i32 = 10107;
-pub const INTERRUPTED_AT_SHUTDOWN: i32 = 11600;
-pub const INTERRUPTED_DUE_TO_REPL_STATE_CHANGE: i32 = 11602;
-pub const NOT_PRIMARY_NO_SECONDARY_OK: i32 = 13435;
-pub const NOT_PRIMARY_OR_SECONDARY: i32 = 13436;
-pub const SHUTDOWN_IN_PROGRESS: i32 = 91;
-pub const OP_QUERY_REMOVED: i32 = 5739101;
+pub use holdfast_wire::codes::*;
+
+/// 31 RoleNotFound.
+pub const ROLE_NOT_FOUND: i32 = 31;
+/// An IDL-parsed command lacks a required field.
+pub const IDL_MISSING_FIELD: i32 = 40414;
+/// `createUser` of a user that exists.
+pub const USER_ALREADY_EXISTS: i32 = 51003;
+/// Authenticating as a second user of the same database.
+pub const AUTHENTICATED_ONCE: i32 = 5626701;
+/// Authenticating as a second user of another database.
+pub const AUTHENTICATED_ON_MULTIPLE_DATABASES: i32 = 5626702;
 
 /// The symbolic name mongod gives a code (`Location<code>` when it has none).
 pub fn code_name(code: i32) -> &'static str {
     match code {
-        BAD_VALUE => "BadValue",
-        FAILED_TO_PARSE => "FailedToParse",
-        UNAUTHORIZED => "Unauthorized",
-        TYPE_MISMATCH => "TypeMismatch",
-        AUTHENTICATION_FAILED => "AuthenticationFailed",
-        CURSOR_NOT_FOUND => "CursorNotFound",
-        INVALID_OPTIONS => "InvalidOptions",
-        CONFLICTING_OPERATION_IN_PROGRESS => "ConflictingOperationInProgress",
-        COMMAND_NOT_FOUND => "CommandNotFound",
-        WRITE_CONCERN_FAILED => "WriteConcernFailed",
-        NO_REPLICATION_ENABLED => "NoReplicationEnabled",
-        UNKNOWN_REPL_WRITE_CONCERN => "UnknownReplWriteConcern",
-        NOT_SECONDARY => "NotSecondary",
-        UNSATISFIABLE_WRITE_CONCERN => "UnsatisfiableWriteConcern",
-        WRITE_CONFLICT => "WriteConflict",
-        COMMAND_FAILED => "CommandFailed",
-        CLIENT_METADATA_CANNOT_BE_MUTATED => "ClientMetadataCannotBeMutated",
-        PRIMARY_STEPPED_DOWN => "PrimarySteppedDown",
-        TRANSACTION_TOO_OLD => "TransactionTooOld",
-        NO_SUCH_TRANSACTION => "NoSuchTransaction",
-        TRANSACTION_COMMITTED => "TransactionCommitted",
-        EXCEEDED_TIME_LIMIT => "ExceededTimeLimit",
-        OPERATION_NOT_SUPPORTED_IN_TRANSACTION => "OperationNotSupportedInTransaction",
-        UNSUPPORTED_OP_QUERY_COMMAND => "UnsupportedOpQueryCommand",
-        NOT_WRITABLE_PRIMARY => "NotWritablePrimary",
-        INTERRUPTED_AT_SHUTDOWN => "InterruptedAtShutdown",
-        INTERRUPTED_DUE_TO_REPL_STATE_CHANGE => "InterruptedDueToReplStateChange",
-        NOT_PRIMARY_NO_SECONDARY_OK => "NotPrimaryNoSecondaryOk",
-        NOT_PRIMARY_OR_SECONDARY => "NotPrimaryOrSecondary",
-        SHUTDOWN_IN_PROGRESS => "ShutdownInProgress",
-        31368 => "Location31368",
-        31372 => "Location31372",
-        31373 => "Location31373",
-        31382 => "Location31382",
-        51756 => "Location51756",
-        40571 => "Location40571",
-        40433 => "Location40433",
-        16979 => "Location16979",
-        18527 => "Location18527",
-        OP_QUERY_REMOVED => "Location5739101",
-        _ => "UnknownError",
+        ROLE_NOT_FOUND => "RoleNotFound",
+        IDL_MISSING_FIELD => "Location40414",
+        USER_ALREADY_EXISTS => "Location51003",
+        AUTHENTICATED_ONCE => "Location5626701",
+        AUTHENTICATED_ON_MULTIPLE_DATABASES => "Location5626702",
+        _ => holdfast_wire::codes::name(code),
     }
 }
 
@@ -154,24 +102,6 @@ impl From<CommandError> for CmdError {
     }
 }
 
-/// `RetriableError` category of mongod's `error_codes.yml` (the codes that
-/// earn `RetryableWriteError` on retryable writes and commit/abort).
-pub fn is_retriable(code: i32) -> bool {
-    matches!(
-        code,
-        6 | 7 | 89 | 91 | 134 | 189 | 262 | 9001 | 10107 | 11600 | 11602 | 13435 | 13436
-    )
-}
-
-/// Codes after which a driver marks the server Unknown: mongod attaches its
-/// `topologyVersion` to them.
-pub fn is_state_change(code: i32) -> bool {
-    matches!(
-        code,
-        10107 | 13435 | 13436 | 11600 | 11602 | 189 | 91 | 10058
-    )
-}
-
 /// What the server knows about the request when it labels an error
 /// (`error_labels.cpp`).
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +120,7 @@ pub fn error_labels(ctx: LabelContext<'_>, code: Option<i32>, wc_code: Option<i3
     if (ctx.has_txn_number && !ctx.has_autocommit) || commit_or_abort {
         let retryable = code.is_some_and(is_retriable) || wc_code.is_some_and(is_retriable);
         if retryable {
-            labels.push("RetryableWriteError".to_string());
+            labels.push(label::RETRYABLE_WRITE_ERROR.to_string());
         }
     }
     if ctx.has_autocommit || commit_or_abort {
@@ -198,15 +128,10 @@ pub fn error_labels(ctx: LabelContext<'_>, code: Option<i32>, wc_code: Option<i3
             let transient = if commit_or_abort {
                 c == NO_SUCH_TRANSACTION && wc_code.is_none()
             } else {
-                c == NO_SUCH_TRANSACTION
-                    || c == WRITE_CONFLICT
-                    || c == 24
-                    || c == 239
-                    || c == 246
-                    || is_retriable(c)
+                is_transient_transaction(c)
             };
             if transient {
-                labels.push("TransientTransactionError".to_string());
+                labels.push(label::TRANSIENT_TRANSACTION_ERROR.to_string());
             }
         }
     }

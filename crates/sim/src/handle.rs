@@ -42,12 +42,11 @@ impl ReplicaSet {
     /// Binds every member, elects member 0 (term 1) and starts
     /// replication. Must run inside a tokio runtime.
     pub async fn start(cfg: SimConfig) -> std::io::Result<ReplicaSet> {
-        if cfg.members == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a replica set needs at least one member",
-            ));
-        }
+        cfg.validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = cfg.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let seed = crate::auth::users::seed_ops(&cfg.users)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut listeners = Vec::with_capacity(cfg.members);
         for i in 0..cfg.members {
             let port = if cfg.base_port == 0 {
@@ -64,13 +63,18 @@ impl ReplicaSet {
             .iter()
             .map(|l| l.local_addr())
             .collect::<std::io::Result<Vec<_>>>()?;
-        let inner = Arc::new(SetInner::new(cfg, addrs));
+        let inner = Arc::new(SetInner::new(cfg, addrs, tls));
         inner.initial_election();
+        inner.seed(seed);
         for (i, l) in listeners.into_iter().enumerate() {
             inner.start_process(i, l);
             tokio::spawn(inner.clone().applier(i));
         }
         tokio::spawn(inner.clone().election_loop());
+        if inner.cfg.periodic_noop_ms > 0 {
+            let every = Duration::from_millis(inner.cfg.periodic_noop_ms);
+            tokio::spawn(inner.clone().noop_writer(every));
+        }
         inner.publish();
         Ok(ReplicaSet {
             guard: Arc::new(Guard { inner }),
@@ -102,10 +106,16 @@ impl ReplicaSet {
         self.inner().members[member].addr
     }
 
-    /// `mongodb://h0,h1,h2/?replicaSet=<name>`.
+    /// `mongodb://h0,h1,h2/?replicaSet=<name>` (and `&tls=true` when the
+    /// members require TLS; credentials and CA files are the client's).
     pub fn uri(&self) -> String {
+        let tls = if self.inner().cfg.tls.is_some() {
+            "&tls=true"
+        } else {
+            ""
+        };
         format!(
-            "mongodb://{}/?replicaSet={}",
+            "mongodb://{}/?replicaSet={}{tls}",
             self.inner().hosts.join(","),
             self.set_name()
         )
@@ -205,6 +215,14 @@ impl ReplicaSet {
     /// Added before each reply of `member`.
     pub fn set_latency(&self, member: usize, latency: Duration) {
         self.inner().set_latency(member, latency);
+    }
+
+    /// The `lag` fault: secondary `member` applies the log `lag` later
+    /// than the others (on top of `repl_lag_ms`; zero removes it), so its
+    /// data and its hello's `lastWrite` fall behind. A primary keeps the
+    /// setting for when it is a secondary again.
+    pub fn set_lag(&self, member: usize, lag: Duration) {
+        self.inner().set_lag(member, lag);
     }
 
     /// Open client connections (`serverStatus.connections.current`).

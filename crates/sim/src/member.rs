@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bson::oid::ObjectId;
 use bson::{doc, Document};
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -159,6 +159,11 @@ pub struct Process {
     pub listener: Option<JoinHandle<()>>,
 }
 
+/// `serverStatus.opcounters` of one member, counted as mongod counts
+/// them: a `find` command as `query`, `getMore` as `getmore`, each inserted document as `insert`, each
+/// update and delete statement as `update`/`delete`, every other command
+/// as `command`. A command is counted once it passed authorization and
+/// the member's role check (a read refused with 13435 counts nothing).
 #[derive(Debug, Default)]
 pub struct OpCounters {
     pub insert: AtomicU64,
@@ -170,16 +175,26 @@ pub struct OpCounters {
 }
 
 impl OpCounters {
-    pub fn count(&self, command: &str) {
-        let c = match command {
-            "insert" => &self.insert,
-            "find" => &self.query,
-            "update" => &self.update,
-            "delete" => &self.delete,
-            "getMore" => &self.getmore,
-            _ => &self.command,
+    /// Counts a command about to run (inserts: see [`Self::got_inserts`]).
+    pub fn count(&self, command: &str, cmd: &Document) {
+        let statements = |key: &str| match cmd.get(key) {
+            Some(bson::Bson::Array(a)) => a.len() as u64,
+            _ => 0,
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        let (c, n) = match command {
+            "insert" => return,
+            "find" => (&self.query, 1),
+            "update" => (&self.update, statements("updates")),
+            "delete" => (&self.delete, statements("deletes")),
+            "getMore" => (&self.getmore, 1),
+            _ => (&self.command, 1),
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Documents an `insert` command inserted (its reply's `n`).
+    pub fn got_inserts(&self, n: u64) {
+        self.insert.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn to_document(&self) -> Document {
@@ -212,6 +227,10 @@ pub struct Member {
     pub last_applied_ts: AtomicU64,
     pub blackholed: AtomicBool,
     pub latency_us: AtomicU64,
+    /// The `lag` fault: applied on top of the set's `repl_lag_ms`.
+    pub extra_lag_us: AtomicU64,
+    /// Wakes this member's applier when its lag changes.
+    pub lag_changed: Notify,
     pub conns_current: AtomicUsize,
     pub conns_total: AtomicU64,
     pub conns_active: AtomicUsize,
@@ -240,6 +259,8 @@ impl Member {
             last_applied_ts: AtomicU64::new(0),
             blackholed: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
+            extra_lag_us: AtomicU64::new(0),
+            lag_changed: Notify::new(),
             conns_current: AtomicUsize::new(0),
             conns_total: AtomicU64::new(0),
             conns_active: AtomicUsize::new(0),
@@ -255,6 +276,11 @@ impl Member {
 
     pub fn latency(&self) -> Duration {
         Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
+    }
+
+    /// Extra replication lag of this member (the `lag` fault).
+    pub fn extra_lag(&self) -> Duration {
+        Duration::from_micros(self.extra_lag_us.load(Ordering::Relaxed))
     }
 
     pub fn is_blackholed(&self) -> bool {

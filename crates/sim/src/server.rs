@@ -13,6 +13,7 @@ use holdfast_wire::{
     Compressor, Frame, FrameCodec, Limits, Message, MsgFlags, OpCode, OpCompressed, OpMsg, OpQuery,
     OpReply, QueryFlags, ReplyFlags, WireError,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -23,20 +24,10 @@ use crate::cmd::{self, After, ConnCtx, Request};
 use crate::errors::{self, CmdError};
 use crate::set::SetInner;
 
-/// Commands MongoDB 5.1+ still accepts over OP_QUERY.
+/// Commands MongoDB 5.1+ still accepts over OP_QUERY (the shared command
+/// table says which).
 fn allowed_over_op_query(name: &str) -> bool {
-    matches!(
-        name,
-        "hello"
-            | "isMaster"
-            | "ismaster"
-            | "buildinfo"
-            | "buildInfo"
-            | "saslStart"
-            | "saslContinue"
-            | "authenticate"
-            | "_isSelf"
-    )
+    holdfast_wire::commands::lookup(name).is_some_and(|c| c.over_op_query)
 }
 
 const LEGACY_REMOVED: &str =
@@ -69,6 +60,7 @@ pub async fn accept_loop(
                     compressors: Vec::new(),
                     after: After::Nothing,
                     no_reply: false,
+                    auth: crate::auth::ConnAuth::default(),
                 };
                 tracker.spawn(serve(ctx, stream, token.clone(), graceful.clone()));
             }
@@ -96,6 +88,26 @@ enum End {
     Cancelled,
 }
 
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Stream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve(
     mut ctx: ConnCtx,
     stream: TcpStream,
@@ -107,11 +119,40 @@ async fn serve(
     m.conns_current.fetch_add(1, Ordering::AcqRel);
     m.conns_total.fetch_add(1, Ordering::Relaxed);
     let _guard = ConnGuard(m);
+    match &set.tls {
+        None => serve_stream(&mut ctx, stream, &token, &graceful).await,
+        Some(acceptor) => {
+            // Every member requires TLS: a plaintext client fails the
+            // handshake and is disconnected.
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                _ = token.cancelled() => return,
+                r = handshake => r,
+            };
+            match tls {
+                Ok(Ok(tls)) => {
+                    ctx.auth.tls = true;
+                    ctx.auth.peer_subject = crate::tls::peer_subject(tls.get_ref().1);
+                    serve_stream(&mut ctx, tls, &token, &graceful).await
+                }
+                Ok(Err(e)) => debug!(peer = %ctx.peer, error = %e, "TLS handshake failed: closing"),
+                Err(_) => debug!(peer = %ctx.peer, "TLS handshake timed out: closing"),
+            }
+        }
+    }
+}
+
+async fn serve_stream<S: Stream>(
+    ctx: &mut ConnCtx,
+    stream: S,
+    token: &CancellationToken,
+    graceful: &AtomicBool,
+) {
     let mut framed = Framed::new(stream, FrameCodec::new(Limits::default()));
-    let end = run(&mut ctx, &mut framed, &token).await;
+    let end = run(ctx, &mut framed, token).await;
     if matches!(end, End::Cancelled) && !graceful.load(Ordering::Acquire) {
         // kill -9: the peer sees a reset.
-        let _ = framed.get_ref().set_zero_linger();
+        let _ = framed.get_ref().tcp().set_zero_linger();
     }
 }
 
@@ -130,9 +171,9 @@ impl Out {
     }
 }
 
-async fn run(
+async fn run<S: Stream>(
     ctx: &mut ConnCtx,
-    framed: &mut Framed<TcpStream, FrameCodec>,
+    framed: &mut Framed<S, FrameCodec>,
     token: &CancellationToken,
 ) -> End {
     let set = ctx.set.clone();
@@ -365,6 +406,7 @@ async fn on_msg(
         }
     };
     let mut req = Request::new(db, body);
+    key_session_by_user(ctx, &mut req);
     req.exhaust_allowed = msg.exhaust_allowed();
     req.more_to_come = more_to_come;
     ctx.after = After::Nothing;
@@ -397,6 +439,14 @@ async fn on_msg(
     }
     out.after = after;
     out
+}
+
+/// As mongod, a session belongs to the user that uses it: the same
+/// `lsid` used by two users is two sessions.
+fn key_session_by_user(ctx: &ConnCtx, req: &mut Request) {
+    if let (Some(lsid), Some(user)) = (req.lsid.as_mut(), ctx.auth.user.as_ref()) {
+        lsid.extend_from_slice(&user.session_digest());
+    }
 }
 
 fn with_more_to_come(frame: &Frame, compressor: Option<Compressor>) -> Frame {
@@ -506,12 +556,35 @@ async fn on_query(ctx: &mut ConnCtx, request_id: i32, q: OpQuery) -> Out {
         Ok(d) => d,
         Err(e) => return fail(ctx, CmdError::new(22, format!("invalid BSON: {e}"))),
     };
+    // As mongod's `upconvertRequest`: unwrap `$query`/`query` (keeping the
+    // wrapper's `$readPreference`), SecondaryOk without a read preference
+    // means secondaryPreferred, and `$db` comes from the namespace only.
     let (mut body, read_pref) = match outer.iter().next() {
         Some((k, Bson::Document(inner))) if k == "$query" || k == "query" => {
+            if outer.contains_key("$maxTimeMS") {
+                return fail(
+                    ctx,
+                    CmdError::new(
+                        errors::INVALID_OPTIONS,
+                        "cannot use $maxTimeMS query option with commands; use maxTimeMS command option instead",
+                    ),
+                );
+            }
             (inner.clone(), outer.get("$readPreference").cloned())
         }
         _ => (outer.clone(), None),
     };
+    if let Some(rp) = read_pref {
+        body.insert("$readPreference", rp);
+    } else if q.flags.contains(QueryFlags::SECONDARY_OK) && !body.contains_key("$readPreference") {
+        body.insert("$readPreference", doc! { "mode": "secondaryPreferred" });
+    }
+    if body.contains_key("$db") {
+        return fail(
+            ctx,
+            CmdError::new(40621, "$db is not allowed in OP_QUERY requests"),
+        );
+    }
     let name = body.keys().next().cloned().unwrap_or_default();
     if !allowed_over_op_query(&name) {
         return fail(
@@ -522,12 +595,9 @@ async fn on_query(ctx: &mut ConnCtx, request_id: i32, q: OpQuery) -> Out {
             ),
         );
     }
-    if let Some(rp) = read_pref {
-        body.insert("$readPreference", rp);
-    }
     let mut req = Request::new(db, body);
+    key_session_by_user(ctx, &mut req);
     req.legacy = true;
-    req.secondary_ok |= q.flags.contains(QueryFlags::SECONDARY_OK);
     ctx.after = After::Nothing;
     ctx.no_reply = false;
     let reply = cmd::dispatch(ctx, &req).await;

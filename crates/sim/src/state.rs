@@ -24,6 +24,8 @@ pub struct MemberStatus {
     pub blackholed: bool,
     /// Delay added before each reply.
     pub latency: Duration,
+    /// Extra replication lag (the `lag` fault), on top of `repl_lag_ms`.
+    pub lag: Duration,
     /// Replicated log entries applied to its data.
     pub applied: u64,
 }

@@ -3,127 +3,81 @@
 use bson::{doc, Bson, DateTime, Document};
 
 use super::{as_bool, ConnCtx, Request};
-use crate::errors::{self, CmdError};
+use crate::errors::CmdError;
 
 pub const VERSION: &str = "7.0.12";
 const GIT_VERSION: &str = "b6513ce0781db6818e24619e8a461eae90bc94fc";
-
-/// Known commands and whether a secondary runs them without secondaryOk.
-const COMMANDS: &[(&str, bool, bool)] = &[
-    // (name, secondaryOk always, adminOnly)
-    ("abortTransaction", false, true),
-    ("aggregate", false, false),
-    ("buildInfo", true, false),
-    ("collStats", false, false),
-    ("commitTransaction", false, true),
-    ("connectionStatus", true, false),
-    ("count", false, false),
-    ("create", false, false),
-    ("createIndexes", false, false),
-    ("currentOp", true, true),
-    ("dbStats", false, false),
-    ("delete", false, false),
-    ("distinct", false, false),
-    ("drop", false, false),
-    ("dropDatabase", false, false),
-    ("dropIndexes", false, false),
-    ("endSessions", true, false),
-    ("find", false, false),
-    ("findAndModify", false, false),
-    ("getCmdLineOpts", true, true),
-    ("getDefaultRWConcern", true, true),
-    ("getLog", true, true),
-    ("getMore", true, false),
-    ("getParameter", true, true),
-    ("hello", true, false),
-    ("hostInfo", true, false),
-    ("insert", false, false),
-    ("isMaster", true, false),
-    ("killAllSessions", true, false),
-    ("killCursors", true, false),
-    ("killOp", true, true),
-    ("killSessions", true, false),
-    ("listCollections", false, false),
-    ("listCommands", true, false),
-    ("listDatabases", false, true),
-    ("listIndexes", false, false),
-    ("ping", true, false),
-    ("refreshSessions", true, false),
-    ("replSetFreeze", true, true),
-    ("replSetGetConfig", true, true),
-    ("replSetGetStatus", true, true),
-    ("replSetStepDown", true, true),
-    ("replSetStepUp", true, true),
-    ("serverStatus", true, false),
-    ("shutdown", true, true),
-    ("simFault", true, true),
-    ("startSession", true, false),
-    ("update", false, false),
-    ("whatsmyuri", true, false),
-];
 
 /// Commands without data or replication effects.
 pub fn run(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
     match req.name.as_str() {
         "ping" => Ok(super::ok()),
         "buildInfo" | "buildinfo" => Ok(build_info()),
-        "getParameter" => {
-            req.require_admin()?;
-            Ok(get_parameter(conn, &req.cmd))
-        }
+        "getParameter" => Ok(get_parameter(conn, &req.cmd)),
         "serverStatus" => Ok(server_status(conn)),
-        "endSessions" | "killSessions" | "killAllSessions" | "killAllSessionsByPattern"
+        "endSessions"
+        | "killSessions"
+        | "killAllSessions"
+        | "killAllSessionsByPattern"
         | "refreshSessions" => Ok(super::ok()),
         "startSession" => Ok(doc! {
             "id": { "id": bson::Uuid::new() },
             "timeoutMinutes": 30,
             "ok": 1.0,
         }),
-        "getLog" => {
-            req.require_admin()?;
-            Ok(get_log(&req.cmd))
-        }
-        "getCmdLineOpts" => {
-            req.require_admin()?;
-            Ok(cmd_line_opts(conn))
-        }
+        "getLog" => Ok(get_log(&req.cmd)),
+        "getCmdLineOpts" => Ok(cmd_line_opts(conn)),
         "hostInfo" => Ok(host_info()),
-        "connectionStatus" => Ok(doc! {
-            "authInfo": { "authenticatedUsers": [], "authenticatedUserRoles": [] },
-            "ok": 1.0,
-        }),
+        "connectionStatus" => Ok(connection_status(conn, req)),
         "listCommands" => Ok(list_commands()),
         "whatsmyuri" => Ok(doc! { "you": conn.peer.to_string(), "ok": 1.0 }),
         "getFreeMonitoringStatus" => Ok(doc! { "state": "disabled", "ok": 1.0 }),
-        "getDefaultRWConcern" => {
-            req.require_admin()?;
-            Ok(doc! {
-                "defaultReadConcern": { "level": "local" },
-                "defaultWriteConcern": { "w": "majority", "wtimeout": 0 },
-                "defaultReadConcernSource": "implicit",
-                "defaultWriteConcernSource": "implicit",
-                "localUpdateWallClockTime": DateTime::now(),
-                "ok": 1.0,
-            })
-        }
-        "currentOp" => {
-            req.require_admin()?;
-            Ok(doc! { "inprog": [], "ok": 1.0 })
-        }
-        "killOp" => {
-            req.require_admin()?;
-            Ok(doc! { "info": "attempting to kill op", "ok": 1.0 })
-        }
+        "getDefaultRWConcern" => Ok(doc! {
+            "defaultReadConcern": { "level": "local" },
+            "defaultWriteConcern": { "w": "majority", "wtimeout": 0 },
+            "defaultReadConcernSource": "implicit",
+            "defaultWriteConcernSource": "implicit",
+            "localUpdateWallClockTime": DateTime::now(),
+            "ok": 1.0,
+        }),
+        "currentOp" => Ok(doc! { "inprog": [], "ok": 1.0 }),
+        "killOp" => Ok(doc! { "info": "attempting to kill op", "ok": 1.0 }),
         "_isSelf" | "isSelf" => Ok(doc! { "id": bson::oid::ObjectId::new(), "ok": 1.0 }),
-        "logout" => Ok(super::ok()),
-        "saslStart" | "saslContinue" | "authenticate" => Err(CmdError::new(
-            errors::AUTHENTICATION_FAILED,
-            "Authentication failed. (holdfast-sim runs without authentication: connect without credentials)",
-        )),
         "features" => Ok(doc! { "oidMachine": 0, "ok": 1.0 }),
         "lockInfo" => Ok(doc! { "lockInfo": [], "ok": 1.0 }),
         other => Err(CmdError::command_not_found(other)),
     }
+}
+
+/// `authInfo`: the connection's user and its roles (and, with
+/// `showPrivileges`, nothing more detailed than the roles).
+fn connection_status(conn: &mut ConnCtx, req: &Request) -> Document {
+    let current = crate::auth::current(conn);
+    let (users, roles) = match &current {
+        Some((name, _)) => {
+            let roles = {
+                let data = conn.member().data.lock();
+                crate::auth::users::find(&data.store, &name.db, &name.user)
+                    .map(|r| r.roles)
+                    .unwrap_or_default()
+            };
+            (
+                vec![Bson::Document(
+                    doc! { "user": name.user.clone(), "db": name.db.clone() },
+                )],
+                roles
+                    .iter()
+                    .map(|r| Bson::Document(doc! { "role": r.role.clone(), "db": r.db.clone() }))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut auth_info = doc! { "authenticatedUsers": users, "authenticatedUserRoles": roles };
+    if req.cmd.get("showPrivileges").is_some_and(as_bool) {
+        auth_info.insert("authenticatedUserPrivileges", Vec::<Bson>::new());
+    }
+    doc! { "authInfo": auth_info, "ok": 1.0 }
 }
 
 pub fn build_info() -> Document {
@@ -151,9 +105,10 @@ pub fn build_info() -> Document {
 }
 
 fn known_parameters(conn: &ConnCtx) -> Document {
+    let tls = conn.set.cfg.tls.is_some();
     doc! {
         "featureCompatibilityVersion": { "version": "7.0" },
-        "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"],
+        "authenticationMechanisms": ["MONGODB-X509", "SCRAM-SHA-1", "SCRAM-SHA-256"],
         "transactionLifetimeLimitSeconds": 60,
         "maxTransactionLockRequestTimeoutMillis": 5,
         "cursorTimeoutMillis": 600_000i64,
@@ -163,8 +118,10 @@ fn known_parameters(conn: &ConnCtx) -> Document {
         "requireApiVersion": false,
         "enableTestCommands": false,
         "replElectionTimeoutMillis": conn.set.cfg.election_ms as i64,
-        "tlsMode": "disabled",
-        "sslMode": "disabled",
+        "periodicNoopIntervalSecs": (conn.set.cfg.periodic_noop_ms / 1000) as i32,
+        "writePeriodicNoops": conn.set.cfg.periodic_noop_ms > 0,
+        "tlsMode": if tls { "requireTLS" } else { "disabled" },
+        "sslMode": if tls { "requireSSL" } else { "disabled" },
     }
 }
 
@@ -210,6 +167,7 @@ fn server_status(conn: &ConnCtx) -> Document {
         "isWritablePrimary",
         "secondary",
         "primary",
+        "tags",
         "me",
         "electionId",
         "lastWrite",
@@ -256,15 +214,32 @@ fn get_log(cmd: &Document) -> Document {
 
 fn cmd_line_opts(conn: &ConnCtx) -> Document {
     let m = conn.member();
-    doc! {
-        "argv": ["mongod", "--replSet", conn.set.cfg.set_name.clone(), "--port", m.addr.port().to_string()],
-        "parsed": {
-            "net": { "bindIp": m.addr.ip().to_string(), "port": m.addr.port() as i32 },
-            "replication": { "replSet": conn.set.cfg.set_name.clone() },
-            "storage": { "engine": "inMemory" },
-        },
-        "ok": 1.0,
+    let cfg = &conn.set.cfg;
+    let mut argv = vec![
+        "mongod".to_string(),
+        "--replSet".to_string(),
+        cfg.set_name.clone(),
+        "--port".to_string(),
+        m.addr.port().to_string(),
+    ];
+    let mut net = doc! { "bindIp": m.addr.ip().to_string(), "port": m.addr.port() as i32 };
+    let mut parsed = Document::new();
+    if cfg.auth {
+        argv.push("--auth".to_string());
+        parsed.insert("security", doc! { "authorization": "enabled" });
     }
+    if let Some(tls) = &cfg.tls {
+        argv.extend(["--tlsMode".to_string(), "requireTLS".to_string()]);
+        let mut t = doc! { "mode": "requireTLS" };
+        if tls.ca_pem.is_some() {
+            t.insert("allowConnectionsWithoutCertificates", true);
+        }
+        net.insert("tls", t);
+    }
+    parsed.insert("net", net);
+    parsed.insert("replication", doc! { "replSet": cfg.set_name.clone() });
+    parsed.insert("storage", doc! { "engine": "inMemory" });
+    doc! { "argv": argv, "parsed": parsed, "ok": 1.0 }
 }
 
 fn host_info() -> Document {
@@ -284,20 +259,23 @@ fn host_info() -> Document {
     }
 }
 
+/// Every command of the shared table, and the simulator's own `simFault`.
 fn list_commands() -> Document {
+    let entry = |secondary_ok: bool, admin_only: bool| {
+        doc! {
+            "help": "",
+            "requiresAuth": false,
+            "secondaryOk": secondary_ok,
+            "adminOnly": admin_only,
+            "apiVersions": [],
+            "deprecatedApiVersions": [],
+        }
+    };
     let mut commands = Document::new();
-    for (name, secondary_ok, admin_only) in COMMANDS {
-        commands.insert(
-            *name,
-            doc! {
-                "help": "",
-                "requiresAuth": false,
-                "secondaryOk": *secondary_ok,
-                "adminOnly": *admin_only,
-                "apiVersions": [],
-                "deprecatedApiVersions": [],
-            },
-        );
+    for c in holdfast_wire::commands::COMMANDS {
+        let always = c.on_secondary == holdfast_wire::commands::OnSecondary::Always;
+        commands.insert(c.name, entry(always, c.admin_only));
     }
+    commands.insert("simFault", entry(true, true));
     doc! { "commands": commands, "ok": 1.0 }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 
+use holdfast_wire::commands;
+
 use super::{as_i64, ConnCtx, Request};
 use crate::cursors::{take_batch, DEFAULT_FIRST_BATCH};
 use crate::engine::Outcome;
@@ -48,38 +50,67 @@ pub fn is_data_command(name: &str) -> bool {
 
 /// Writes deduplicated by (lsid, txnNumber).
 fn is_retryable_write(name: &str) -> bool {
-    matches!(
-        name,
-        "insert" | "update" | "delete" | "findAndModify" | "findandmodify"
-    )
+    commands::lookup(name).is_some_and(|c| c.retryable_write)
 }
 
-/// Honours `readConcern.afterClusterTime` (bounded wait).
-async fn wait_read_concern(conn: &ConnCtx, req: &Request) {
-    if let Some(Bson::Document(rc)) = req.cmd.get("readConcern") {
-        if let Some(Bson::Timestamp(ts)) = rc.get("afterClusterTime") {
-            let limit = req
-                .cmd
-                .get("maxTimeMS")
-                .and_then(as_i64)
-                .filter(|t| *t > 0)
-                .map(|t| Duration::from_millis(t as u64))
-                .unwrap_or(Duration::from_secs(10));
-            conn.set.wait_applied_ts(conn.idx, *ts, limit).await;
-        }
+/// How long a read with `readConcern.afterClusterTime` and no `maxTimeMS`
+/// waits for its member to catch up before it fails (MongoDB waits without
+/// limit; a member the `lag` fault holds back catches up within its lag,
+/// and the periodic no-op moves every member on, so only a stuck test ever
+/// meets this).
+pub const AFTER_CLUSTER_TIME_CAP: Duration = Duration::from_secs(60);
+
+/// `readConcern.afterClusterTime`: waits until this member has applied
+/// that cluster time, bounded by the request's `maxTimeMS` (then 50
+/// MaxTimeMSExpired), else by [`AFTER_CLUSTER_TIME_CAP`]. A time past the
+/// newest write of the set counts as reached.
+async fn wait_read_concern(conn: &ConnCtx, req: &Request) -> Result<(), CmdError> {
+    let Some(Bson::Document(rc)) = req.cmd.get("readConcern") else {
+        return Ok(());
+    };
+    let Some(Bson::Timestamp(ts)) = rc.get("afterClusterTime") else {
+        return Ok(());
+    };
+    let max_time = req
+        .cmd
+        .get("maxTimeMS")
+        .and_then(as_i64)
+        .filter(|t| *t > 0)
+        .map(|t| Duration::from_millis(t as u64));
+    let limit = max_time.unwrap_or(AFTER_CLUSTER_TIME_CAP);
+    if conn.set.wait_applied_ts(conn.idx, *ts, limit).await {
+        return Ok(());
+    }
+    Err(match max_time {
+        Some(_) => CmdError::new(errors::MAX_TIME_MS_EXPIRED, "operation exceeded time limit"),
+        None => CmdError::new(
+            errors::MAX_TIME_MS_EXPIRED,
+            format!(
+                "afterClusterTime {ts} not reached within holdfast-sim's limit of {}s for reads without maxTimeMS",
+                AFTER_CLUSTER_TIME_CAP.as_secs()
+            ),
+        ),
+    })
+}
+
+/// An `aggregate` pipeline with a stage that writes (`$out`, `$merge`).
+pub fn pipeline_writes(cmd: &Document) -> bool {
+    match cmd.get("pipeline") {
+        Some(Bson::Array(stages)) => stages.iter().any(|s| {
+            matches!(s, Bson::Document(d)
+                if d.keys().next().is_some_and(|k| k == "$out" || k == "$merge"))
+        }),
+        _ => false,
     }
 }
 
+/// A read (or any data command that is no write): the dispatcher has
+/// checked that this member may run it; it runs on this member's own data,
+/// which on a secondary may lag the primary.
 pub async fn read(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
-    wait_read_concern(conn, req).await;
+    wait_read_concern(conn, req).await?;
     let m = conn.member();
-    let executed = {
-        let mut data = m.data.lock();
-        if !data.writable && !req.secondary_ok {
-            return Err(CmdError::not_primary_no_secondary_ok());
-        }
-        data.store.execute(&req.db, &req.cmd)?
-    };
+    let executed = m.data.lock().store.execute(&req.db, &req.cmd)?;
     Ok(outcome_reply(conn, req, executed.outcome))
 }
 
@@ -95,7 +126,10 @@ pub fn outcome_reply(conn: &ConnCtx, req: &Request, outcome: Outcome) -> Documen
             let id: i64 = if docs.is_empty() || single {
                 0
             } else {
-                conn.member().cursors.lock().open(ns.clone(), docs)
+                conn.member()
+                    .cursors
+                    .lock()
+                    .open_owned(ns.clone(), docs, conn.auth.user.clone())
             };
             doc! {
                 "cursor": { "firstBatch": batch, "id": id, "ns": ns },
@@ -148,6 +182,9 @@ pub fn get_more(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError>
             format!("cursor id {id} not found"),
         ));
     };
+    if conn.set.cfg.auth && cursor.owner != conn.auth.user {
+        return Err(not_cursor_owner(id));
+    }
     if cursor.ns != ns {
         return Err(CmdError::new(
             errors::UNAUTHORIZED,
@@ -184,6 +221,16 @@ pub fn kill_cursors(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdEr
     let mut killed = Vec::new();
     let mut not_found = Vec::new();
     let mut cursors = conn.member().cursors.lock();
+    if conn.set.cfg.auth {
+        // Another user's cursor fails the whole command (a cursor that
+        // does not exist is no authorization matter).
+        if let Some(id) = ids
+            .iter()
+            .find(|id| cursors.get(**id).is_some_and(|c| c.owner != conn.auth.user))
+        {
+            return Err(not_cursor_owner(*id));
+        }
+    }
     for id in ids {
         if cursors.remove(id).is_some() {
             killed.push(Bson::Int64(id));
@@ -244,10 +291,48 @@ pub fn check_session(
     Ok(None)
 }
 
+fn not_cursor_owner(id: i64) -> CmdError {
+    CmdError::new(
+        errors::UNAUTHORIZED,
+        format!("cursor id {id} was not created by the authenticated user"),
+    )
+}
+
+/// `listDatabases` with access control: a user without the listDatabases
+/// action sees the databases it has privileges on
+/// (`authorizedDatabases`, on by default for such users).
+pub async fn list_databases(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
+    use crate::auth::roles::{Action, Resource};
+    let Some((_, privileges)) = crate::auth::current(conn) else {
+        return Err(crate::auth::check::requires_authentication(&req.name));
+    };
+    let may_list_all = privileges.allows(&Resource::Cluster, Action::ListDatabases);
+    let authorized_only = match req.cmd.get("authorizedDatabases") {
+        Some(v) => super::as_bool(v),
+        None => !may_list_all,
+    };
+    if !authorized_only && !may_list_all {
+        return Err(crate::auth::check::not_authorized(req));
+    }
+    let mut reply = read(conn, req).await?;
+    if authorized_only {
+        if let Ok(dbs) = reply.get_array_mut("databases") {
+            dbs.retain(|d| {
+                d.as_document()
+                    .and_then(|d| d.get_str("name").ok())
+                    .is_some_and(|n| privileges.any_on_db(n))
+            });
+        }
+    }
+    Ok(reply)
+}
+
+/// A session key for messages: the `lsid.id` UUID (keys of authenticated
+/// users carry the user's digest after it).
 pub fn session_name(lsid: &[u8]) -> String {
-    if lsid.len() == 16 {
+    if lsid.len() == 16 || lsid.len() == 48 {
         let mut b = [0u8; 16];
-        b.copy_from_slice(lsid);
+        b.copy_from_slice(&lsid[..16]);
         bson::Uuid::from_bytes(b).to_string()
     } else {
         format!("{lsid:02x?}")

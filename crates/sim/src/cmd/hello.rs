@@ -49,7 +49,8 @@ pub async fn run(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let (body, tv) = build(conn, hello_names, hello_ok);
+    let (mut body, tv) = build(conn, hello_names, hello_ok);
+    super::sasl::hello_fields(conn, req, &mut body);
     if let Some((_, max_await)) = awaited {
         if req.exhaust_allowed && !req.legacy {
             conn.after = super::After::Exhaust(ExhaustHello {
@@ -155,21 +156,20 @@ pub fn build(conn: &ConnCtx, hello_names: bool, hello_ok: bool) -> (Document, To
     // Read the counter before the state it describes: a change in between
     // makes the client ask again instead of missing it.
     let tv = m.topology_version();
-    let (writable, primary, term, last, last_wall, majority, majority_wall, stepping_down) = {
+    let (writable, primary, term, last, majority, stepping_down) = {
         let repl = set.repl.lock();
         let me = &repl.members[conn.idx];
         let writable = repl.primary == Some(conn.idx) && !me.stepping_down;
         let primary = repl.writable_primary().map(|p| set.hosts[p].clone());
-        let maj = repl.majority_index(set.cfg.majority());
-        let (maj_op, maj_wall) = repl.optime_at(maj);
+        // This member's committed snapshot: the commit point, as far as
+        // it has applied it.
+        let maj = repl.majority_index(set.cfg.majority()).min(me.applied);
         (
             writable,
             primary,
             repl.term,
             me.last,
-            me.last_wall,
-            maj_op,
-            maj_wall,
+            repl.optime_at(maj).0,
             me.stepping_down,
         )
     };
@@ -190,17 +190,23 @@ pub fn build(conn: &ConnCtx, hello_names: bool, hello_ok: bool) -> (Document, To
     if let Some(p) = primary {
         d.insert("primary", p);
     }
+    let tags = set.cfg.tags_of(conn.idx);
+    if !tags.is_empty() {
+        d.insert("tags", tags_document(tags));
+    }
     d.insert("me", m.host.clone());
     if writable {
         d.insert("electionId", election_id(term));
     }
+    // As mongod: from this member's last applied optime and its committed
+    // snapshot; the dates are the optimes' seconds.
     d.insert(
         "lastWrite",
         doc! {
             "opTime": last.to_document(),
-            "lastWriteDate": last_wall,
+            "lastWriteDate": optime_date(last),
             "majorityOpTime": majority.to_document(),
-            "majorityWriteDate": majority_wall,
+            "majorityWriteDate": optime_date(majority),
         },
     );
     d.insert("maxBsonObjectSize", MAX_BSON_OBJECT_SIZE);
@@ -221,6 +227,19 @@ pub fn build(conn: &ConnCtx, hello_names: bool, hello_ok: bool) -> (Document, To
     }
     d.insert("ok", 1.0);
     (d, tv)
+}
+
+/// A member's tags as its configuration and hello show them.
+pub fn tags_document(tags: &[(String, String)]) -> Document {
+    tags.iter()
+        .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
+        .collect()
+}
+
+/// The date of an optime as mongod reports it (`lastWriteDate`,
+/// `optimeDate`): its timestamp's seconds.
+pub fn optime_date(op: crate::oplog::OpTime) -> DateTime {
+    DateTime::from_millis(i64::from(op.ts.time) * 1000)
 }
 
 /// mongod's `OID::fromTerm`: 0x7fffffff then the term, big-endian. Rises

@@ -8,7 +8,11 @@ use super::{as_bool, as_i64, After, ConnCtx, Request};
 use crate::errors::{self, CmdError};
 
 pub async fn run(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
-    req.require_admin()?;
+    // The dispatcher checks `admin` for the shared table's commands;
+    // simFault is the simulator's own.
+    if req.name == "simFault" {
+        req.require_admin()?;
+    }
     match req.name.as_str() {
         "replSetStepDown" => step_down(conn, req).await,
         "replSetFreeze" => freeze(conn, req),
@@ -118,7 +122,7 @@ fn get_status(conn: &ConnCtx) -> Document {
             "stateStr": state_str,
             "uptime": if mr.alive { set.members[i].uptime().as_secs() as i64 } else { 0 },
             "optime": mr.last.to_document(),
-            "optimeDate": mr.last_wall,
+            "optimeDate": super::hello::optime_date(mr.last),
             "lastAppliedWallTime": mr.last_wall,
             "lastDurableWallTime": mr.last_wall,
             "syncSourceHost": if is_primary || !mr.alive { String::new() } else { repl.primary.map(|p| set.hosts[p].clone()).unwrap_or_default() },
@@ -190,7 +194,7 @@ fn get_config(conn: &ConnCtx) -> Document {
                 "buildIndexes": true,
                 "hidden": false,
                 "priority": 1.0,
-                "tags": {},
+                "tags": super::hello::tags_document(set.cfg.tags_of(i)),
                 "secondaryDelaySecs": 0i64,
                 "votes": 1,
             })
@@ -244,8 +248,9 @@ async fn shutdown(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdErro
     Ok(super::ok())
 }
 
-/// `{simFault: "blackhole" | "unblackhole" | "latency" | "kill" | "revive" |
-/// "stepDown" | "freeze", member: <index, default self>, ms: <latency>,
+/// `{simFault: "blackhole" | "unblackhole" | "latency" | "lag" | "kill" |
+/// "revive" | "stepDown" | "freeze", member: <index, default self>,
+/// ms: <latency or replication lag>,
 /// secs: <stepDown/freeze seconds>, force: <bool>}`.
 async fn sim_fault(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
     let fault = req
@@ -271,6 +276,10 @@ async fn sim_fault(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdErr
         "latency" => {
             let ms = req.cmd.get("ms").and_then(as_i64).unwrap_or(0).max(0);
             set.set_latency(member, Duration::from_millis(ms as u64));
+        }
+        "lag" => {
+            let ms = req.cmd.get("ms").and_then(as_i64).unwrap_or(0).max(0);
+            set.set_lag(member, Duration::from_millis(ms as u64));
         }
         "kill" => {
             if member == conn.idx {
@@ -315,7 +324,7 @@ async fn sim_fault(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdErr
         }
         other => {
             return Err(CmdError::bad_value(format!(
-                "unknown simFault '{other}': use blackhole, unblackhole, latency, kill, revive, stepDown or freeze"
+                "unknown simFault '{other}': use blackhole, unblackhole, latency, lag, kill, revive, stepDown or freeze"
             )))
         }
     }

@@ -235,7 +235,6 @@ pub async fn statement(conn: &mut ConnCtx, req: &Request) -> Result<Document, Cm
 }
 
 pub async fn commit(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
-    req.require_admin()?;
     let (lsid, txn) = session_of(req)?;
     let wc = WriteConcern::from_command(&req.cmd)?;
     let set = conn.set.clone();
@@ -322,7 +321,6 @@ pub async fn commit(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdEr
 }
 
 pub async fn abort(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
-    req.require_admin()?;
     let (lsid, txn) = session_of(req)?;
     let m = conn.member();
     let mut data = m.data.lock();

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use holdfast_sim::client::RawClient;
+use holdfast_sim::scram::{ClientConversation, Credential, Mechanism};
 use holdfast_sim::{ReplicaSet, SimConfig};
+
+pub mod pki;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -107,4 +110,87 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+pub fn binary(bytes: &[u8]) -> Bson {
+    Bson::Binary(bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes: bytes.to_vec(),
+    })
+}
+
+pub fn payload_bytes(d: &Document) -> Vec<u8> {
+    match d.get("payload") {
+        Some(Bson::Binary(b)) => b.bytes.clone(),
+        other => panic!("no binary payload in {d} ({other:?})"),
+    }
+}
+
+/// A SCRAM login over saslStart/saslContinue with skipEmptyExchange, the
+/// server's signature checked: the final reply, or the first failed one.
+pub async fn scram_login(
+    c: &mut RawClient,
+    db: &str,
+    user: &str,
+    password: &str,
+    mechanism: Mechanism,
+) -> Result<Document, Document> {
+    scram_login_with(
+        c,
+        db,
+        user,
+        Credential::Password(password.into()),
+        mechanism,
+    )
+    .await
+}
+
+/// [`scram_login`] with any credential (keys too).
+pub async fn scram_login_with(
+    c: &mut RawClient,
+    db: &str,
+    user: &str,
+    credential: Credential,
+    mechanism: Mechanism,
+) -> Result<Document, Document> {
+    let mut conv = ClientConversation::new(mechanism, user, credential);
+    let start = run(
+        c,
+        db,
+        doc! {
+            "saslStart": 1,
+            "mechanism": mechanism.name(),
+            "payload": binary(conv.client_first().as_bytes()),
+            "options": { "skipEmptyExchange": true },
+        },
+    )
+    .await;
+    if !is_ok(&start) {
+        return Err(start);
+    }
+    assert_eq!(start.get_bool("done"), Ok(false), "{start}");
+    let client_final = conv
+        .server_first(&payload_bytes(&start))
+        .expect("a valid server-first");
+    let done = run(
+        c,
+        db,
+        doc! {
+            "saslContinue": 1,
+            "conversationId": start.get("conversationId").cloned().unwrap(),
+            "payload": binary(client_final.as_bytes()),
+        },
+    )
+    .await;
+    if !is_ok(&done) {
+        return Err(done);
+    }
+    assert_eq!(done.get_bool("done"), Ok(true), "{done}");
+    conv.server_final(&payload_bytes(&done))
+        .expect("the server proves it holds the ServerKey");
+    Ok(done)
+}
+
+pub fn errmsg(d: &Document) -> &str {
+    d.get_str("errmsg").unwrap_or("")
 }
