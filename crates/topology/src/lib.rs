@@ -11,9 +11,15 @@
 //!   hello every `probe_interval` until a primary is known again (the driver
 //!   has no public "check now").
 //!
+//! For tests of code that routes on snapshots, [`Topology::manual`] makes a
+//! watcher without a driver or probes, fed by hand with
+//! [`Topology::observe_hello`] and [`Topology::observe_failure`].
+//!
 //! Replies are ordered by `topologyVersion`, so a late reply never undoes a
-//! newer one, and among members claiming to be primary the one with the
-//! highest `(electionId, setVersion)` wins, as in SDAM.
+//! newer one, and, as in SDAM, a member claiming to be primary with a lower
+//! `(electionId, setVersion)` than a primary has already reported is a stale
+//! primary and is not used; a newer claim makes the previous primary
+//! Unknown.
 #![forbid(unsafe_code)]
 
 mod probe;

@@ -1,10 +1,24 @@
 //! The watcher: driver SDAM events + holdfast's own probes → one snapshot.
+//!
+//! A [`Topology`] runs in one of two modes:
+//! - **driver** ([`Topology::start`]): a `mongodb` client monitors the set and
+//!   its SDAM events feed the watcher; holdfast's own probes run while no
+//!   primary is known.
+//! - **manual** ([`Topology::manual`]): no client and no probes; the caller
+//!   feeds hello replies and heartbeat failures with
+//!   [`Topology::observe_hello`] and [`Topology::observe_failure`]. Meant for
+//!   tests of code that routes on snapshots.
+//!
+//! Both modes share one code path from a hello reply (or a failure) to the
+//! published snapshot, so what a test sees in manual mode is what the driver's
+//! events produce.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use bson::oid::ObjectId;
 use mongodb::event::sdam::SdamEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::ClientOptions;
@@ -50,17 +64,102 @@ impl TopologyConfig {
 }
 
 struct Inner {
-    members: Mutex<BTreeMap<String, MemberState>>,
+    state: Mutex<State>,
     tx: watch::Sender<Arc<Snapshot>>,
-    cfg: TopologyConfig,
+    /// How to probe the set; `None` in manual mode, where nothing is probed.
+    probes: Option<Probes>,
     probing: AtomicBool,
     in_flight: Mutex<HashSet<String>>,
-    runtime: tokio::runtime::Handle,
     closed: AtomicBool,
+}
+
+/// What the watcher has heard, under one lock.
+struct State {
+    members: BTreeMap<String, MemberState>,
+    /// The replica set's name: the connection string's `replicaSet`, else
+    /// the first name a member reported. A member reporting another name
+    /// is not a member of this set.
+    set_name: Option<String>,
+    /// The highest `(electionId, setVersion)` a primary has reported (SDAM's
+    /// `maxElectionId` / `maxSetVersion`); a claim below it is stale.
+    max_primary: Option<ElectionKey>,
+}
+
+/// `(electionId, setVersion)`, compared in that order; a missing value is
+/// lower than any present one (SDAM's rule for MongoDB 6.0+, applied to
+/// every server version).
+type ElectionKey = (Option<ObjectId>, Option<i32>);
+
+impl State {
+    /// Does `st` belong to our set? The first name seen is ours if the
+    /// connection string named none. A reply naming no set (standalone,
+    /// ghost, error) is not rejected here; it is never primary anyway.
+    fn same_set(&mut self, st: &MemberState) -> bool {
+        let Some(name) = &st.set_name else {
+            return true;
+        };
+        match &self.set_name {
+            None => {
+                self.set_name = Some(name.clone());
+                true
+            }
+            Some(ours) if ours == name => true,
+            Some(ours) => {
+                // Warn once per change, not at every probe of that member.
+                let news = match self.members.get(&st.addr) {
+                    Some(cur) => cur.set_name != st.set_name,
+                    None => true,
+                };
+                if news {
+                    warn!(member = %st.addr, set = %name, ours = %ours,
+                        "member reports another replica set's name; ignored");
+                }
+                false
+            }
+        }
+    }
+
+    /// `st` claims to be primary. Accepts the claim unless a primary has
+    /// already reported a higher `(electionId, setVersion)`: then `st` is a
+    /// stale primary (deposed, but not yet aware of it) and `false` is
+    /// returned. An accepted claim raises the maximum and marks every other
+    /// claimant Unknown, so that a deposed primary cannot come back as soon
+    /// as the newer one fails.
+    fn accept_primary(&mut self, st: &MemberState) -> bool {
+        let key: ElectionKey = (st.election_id, st.set_version);
+        if self.max_primary.is_some_and(|max| max > key) {
+            debug!(
+                member = %st.addr,
+                "stale primary ignored: its electionId/setVersion is lower than one already seen"
+            );
+            return false;
+        }
+        self.max_primary = Some(key);
+        for (addr, other) in self.members.iter_mut() {
+            if *addr != st.addr && other.role == Role::Primary {
+                debug!(member = %addr, newer = %st.addr, "old primary marked unknown");
+                other.role = Role::Unknown;
+                other.topology_version = None;
+            }
+        }
+        true
+    }
+}
+
+/// What the probe loop needs (driver mode only).
+struct Probes {
+    cfg: TopologyConfig,
+    runtime: tokio::runtime::Handle,
 }
 
 /// A handle on the watcher; cheap to clone. The driver's monitors and the
 /// probes stop when the last handle is dropped or [`Topology::shutdown`] is called.
+///
+/// Made by [`Topology::start`] (driver mode: a `mongodb` client's SDAM
+/// events feed it, and holdfast probes the set while no primary is known)
+/// or by [`Topology::manual`] (manual mode, for tests: no client, no probes;
+/// fed with [`Topology::observe_hello`] and [`Topology::observe_failure`]).
+/// Both modes take a reply or a failure down the same path to the snapshot.
 #[derive(Clone)]
 pub struct Topology {
     inner: Arc<Inner>,
@@ -89,21 +188,14 @@ impl Topology {
             .await
             .map_err(|e| TopologyError::BadUri(e.to_string()))?;
         let seeds: Vec<String> = opts.hosts.iter().map(|h| h.to_string()).collect();
-        let (tx, _) = watch::channel(Arc::new(Snapshot::empty()));
-        let inner = Arc::new(Inner {
-            members: Mutex::new(
-                seeds
-                    .iter()
-                    .map(|s| (s.clone(), MemberState::unknown(s)))
-                    .collect(),
-            ),
-            tx,
-            cfg: cfg.clone(),
-            probing: AtomicBool::new(false),
-            in_flight: Mutex::new(HashSet::new()),
-            runtime: tokio::runtime::Handle::current(),
-            closed: AtomicBool::new(false),
-        });
+        let inner = Inner::new(
+            &seeds,
+            opts.repl_set_name.clone(),
+            Some(Probes {
+                cfg: cfg.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        );
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         opts.sdam_event_handler = Some(EventHandler::callback(move |ev: SdamEvent| {
             if let Some(inner) = weak.upgrade() {
@@ -130,6 +222,76 @@ impl Topology {
         })
     }
 
+    /// A watcher without a driver, for tests of code that routes on
+    /// snapshots: no `mongodb` client is made and no probe is ever sent (not
+    /// even by [`Topology::report_failure`]). Every seed starts as an Unknown
+    /// member; the snapshot changes only through [`Topology::observe_hello`],
+    /// [`Topology::observe_failure`] and [`Topology::report_failure`].
+    ///
+    /// Seeds are `host:port` strings, as the replica set names its members.
+    /// The set's name is the first one a reply reports (driver mode takes
+    /// it from the connection string); a member reporting another name is
+    /// recorded as [`Role::Other`](crate::Role::Other) and never primary.
+    /// No tokio runtime is needed to make or feed a manual topology (the
+    /// async [`Topology::wait_for_primary`] needs one, as always).
+    ///
+    /// ```
+    /// use bson::doc;
+    /// use holdfast_topology::Topology;
+    ///
+    /// let topo = Topology::manual(&["a:27017", "b:27017"]);
+    /// assert_eq!(topo.snapshot().primary, None);
+    /// topo.observe_hello(
+    ///     "a:27017",
+    ///     &doc! {"ok": 1.0, "isWritablePrimary": true, "setName": "rs", "hosts": ["a:27017", "b:27017"]},
+    /// );
+    /// let snap = topo.snapshot();
+    /// assert_eq!(snap.primary.as_deref(), Some("a:27017"));
+    /// topo.report_failure("a:27017", snap.epoch);
+    /// assert_eq!(topo.snapshot().primary, None);
+    /// ```
+    pub fn manual(seeds: &[&str]) -> Topology {
+        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+        let inner = Inner::new(&seeds, None, None);
+        // The first snapshot lists the seeds (driver mode lists them at its
+        // first event).
+        inner.publish();
+        Topology {
+            _client: Arc::new(ClientGuard(None, inner.clone())),
+            inner,
+        }
+    }
+
+    /// Records a hello (or legacy isMaster) reply from `addr`, exactly as a
+    /// successful driver heartbeat does: the same ordering rules apply (a
+    /// reply older than the member's current `topologyVersion` is ignored),
+    /// hosts it lists become members, and a new snapshot is published if
+    /// anything routing-relevant changed. An `ok: 0` reply makes the member
+    /// Unknown.
+    ///
+    /// Meant for manual mode ([`Topology::manual`]); in driver mode the reply
+    /// mixes with the driver's own. Ignored after [`Topology::shutdown`].
+    pub fn observe_hello(&self, addr: &str, reply: &bson::Document) {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.inner.update(MemberState::from_hello(addr, reply));
+    }
+
+    /// Records a failed heartbeat of `addr`, exactly as a failed driver
+    /// heartbeat does: the member becomes Unknown and its `topologyVersion`
+    /// is forgotten (so its next reply is accepted whatever its counter).
+    /// If it was the primary, the next snapshot has none (and a new epoch).
+    ///
+    /// Meant for manual mode ([`Topology::manual`]). Ignored after
+    /// [`Topology::shutdown`].
+    pub fn observe_failure(&self, addr: &str) {
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.inner.mark_unknown(addr);
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.inner.tx.subscribe()
     }
@@ -138,10 +300,25 @@ impl Topology {
         self.inner.tx.borrow().clone()
     }
 
+    /// How often members are checked (the driver's heartbeat frequency):
+    /// the term read-preference staleness estimates add.
+    pub fn heartbeat(&self) -> Duration {
+        match &self.inner.probes {
+            Some(p) => p.cfg.heartbeat,
+            None => TopologyConfig::new("").heartbeat,
+        }
+    }
+
     /// Fast path: a forwarder saw a network error or a state-change error
     /// from `addr` while `epoch` was current. If `addr` is still the primary
-    /// of that epoch, it is marked unknown at once and the set is probed
-    /// until a primary is known. Reports about older epochs are ignored.
+    /// of that epoch, it is marked unknown at once (a new snapshot without a
+    /// primary is published) and the set is probed until a primary is known.
+    /// Reports about older epochs, or about a member that is not the primary
+    /// of `epoch`, are ignored.
+    ///
+    /// In manual mode the member is marked unknown the same way, but nothing
+    /// is probed: the next primary is whatever [`Topology::observe_hello`]
+    /// reports.
     pub fn report_failure(&self, addr: &str, epoch: u64) {
         let snap = self.snapshot();
         if snap.epoch != epoch || snap.primary.as_deref() != Some(addr) {
@@ -152,8 +329,8 @@ impl Topology {
             "primary reported failed by a forwarder; probing the set"
         );
         {
-            let mut m = self.inner.members.lock().unwrap();
-            if let Some(st) = m.get_mut(addr) {
+            let mut state = self.inner.state.lock().unwrap();
+            if let Some(st) = state.members.get_mut(addr) {
                 st.role = Role::Unknown;
             }
         }
@@ -171,13 +348,36 @@ impl Topology {
         }
     }
 
-    /// Stops the driver's monitors and the probes.
+    /// Stops the driver's monitors and the probes; later driver events and
+    /// `observe_*` calls are ignored.
     pub fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
     }
 }
 
 impl Inner {
+    fn new(seeds: &[String], set_name: Option<String>, probes: Option<Probes>) -> Arc<Inner> {
+        let (tx, _) = watch::channel(Arc::new(Snapshot {
+            set_name: set_name.clone(),
+            ..Snapshot::empty()
+        }));
+        Arc::new(Inner {
+            state: Mutex::new(State {
+                members: seeds
+                    .iter()
+                    .map(|s| (s.clone(), MemberState::unknown(s)))
+                    .collect(),
+                set_name,
+                max_primary: None,
+            }),
+            tx,
+            probes,
+            probing: AtomicBool::new(false),
+            in_flight: Mutex::new(HashSet::new()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
     fn on_sdam_event(self: &Arc<Self>, ev: SdamEvent) {
         if self.closed.load(Ordering::Relaxed) {
             return;
@@ -195,12 +395,17 @@ impl Inner {
             SdamEvent::TopologyDescriptionChanged(e) => {
                 let mut added = false;
                 {
-                    let mut m = self.members.lock().unwrap();
-                    for addr in e.new_description.servers().keys() {
+                    let m = &mut self.state.lock().unwrap().members;
+                    for (addr, info) in e.new_description.servers() {
                         let a = addr.to_string();
                         if !m.contains_key(&a) {
                             m.insert(a.clone(), MemberState::unknown(&a));
                             added = true;
+                        }
+                        if let (Some(st), Some(rtt)) =
+                            (m.get_mut(&a), info.average_round_trip_time())
+                        {
+                            st.rtt = Some(rtt);
                         }
                     }
                 }
@@ -212,27 +417,43 @@ impl Inner {
         }
     }
 
-    fn update(self: &Arc<Self>, st: MemberState) {
+    fn update(self: &Arc<Self>, mut st: MemberState) {
         {
-            let mut m = self.members.lock().unwrap();
-            for h in &st.hosts {
-                if !m.contains_key(h) {
-                    m.insert(h.clone(), MemberState::unknown(h));
-                }
-            }
-            match m.get(&st.addr) {
+            let mut state = self.state.lock().unwrap();
+            // A reply older than what we know is ignored whole, hosts too.
+            match state.members.get(&st.addr) {
                 Some(cur) if !cur.superseded_by(&st) => return,
                 _ => {}
             }
-            m.insert(st.addr.clone(), st);
+            if !state.same_set(&st) {
+                // Not a member of our set: never primary, and its hosts
+                // list is not ours (SDAM removes it; we keep it as Other).
+                st.role = Role::Other;
+            } else if st.role == Role::Primary && !state.accept_primary(&st) {
+                // A stale primary is Unknown, and its hosts list is not
+                // trusted (as in SDAM).
+                st.role = Role::Unknown;
+            } else {
+                for h in &st.hosts {
+                    if !state.members.contains_key(h) {
+                        state.members.insert(h.clone(), MemberState::unknown(h));
+                    }
+                }
+            }
+            // The driver measures RTTs; a hello reply does not carry one.
+            if let Some(cur) = state.members.get(&st.addr) {
+                st.rtt = cur.rtt;
+            }
+            state.members.insert(st.addr.clone(), st);
         }
         self.publish();
     }
 
     fn mark_unknown(self: &Arc<Self>, addr: &str) {
         {
-            let mut m = self.members.lock().unwrap();
-            let e = m
+            let mut state = self.state.lock().unwrap();
+            let e = state
+                .members
                 .entry(addr.to_string())
                 .or_insert_with(|| MemberState::unknown(addr));
             e.role = Role::Unknown;
@@ -243,10 +464,18 @@ impl Inner {
 
     /// Recomputes the snapshot; publishes it if anything routing-relevant changed.
     fn publish(self: &Arc<Self>) {
-        let members: Vec<MemberState> = self.members.lock().unwrap().values().cloned().collect();
+        let (members, set_name) = {
+            let state = self.state.lock().unwrap();
+            let members: Vec<MemberState> = state.members.values().cloned().collect();
+            (members, state.set_name.clone())
+        };
         let mut no_primary = false;
         self.tx.send_if_modified(|cur| {
-            let next = Snapshot::derive(cur, members);
+            let mut next = Snapshot::derive(cur, members);
+            // Ours, not whichever member's comes first.
+            if set_name.is_some() {
+                next.set_name = set_name;
+            }
             if next.same_as(cur) {
                 return false;
             }
@@ -265,15 +494,18 @@ impl Inner {
         }
     }
 
-    /// Starts the probe loop unless it runs already. It probes every member
-    /// each `probe_interval` (one probe in flight per member) until a
-    /// primary is known.
+    /// Starts the probe loop unless it runs already (or this is a manual
+    /// topology, which never probes). It probes every member each
+    /// `probe_interval` (one probe in flight per member) until a primary is
+    /// known.
     fn ensure_probing(self: &Arc<Self>) {
+        let Some(probes) = &self.probes else { return };
         if self.closed.load(Ordering::Relaxed) || self.probing.swap(true, Ordering::SeqCst) {
             return;
         }
+        let (interval, timeout) = (probes.cfg.probe_interval, probes.cfg.probe_timeout);
         let inner = Arc::downgrade(self);
-        self.runtime.spawn(async move {
+        probes.runtime.spawn(async move {
             loop {
                 let Some(this) = inner.upgrade() else { return };
                 if this.closed.load(Ordering::Relaxed) {
@@ -288,14 +520,15 @@ impl Inner {
                         return;
                     }
                 }
-                let addrs: Vec<String> = this.members.lock().unwrap().keys().cloned().collect();
+                let addrs: Vec<String> =
+                    this.state.lock().unwrap().members.keys().cloned().collect();
                 for addr in addrs {
                     if !this.in_flight.lock().unwrap().insert(addr.clone()) {
                         continue;
                     }
                     let this2 = this.clone();
                     tokio::spawn(async move {
-                        let r = crate::probe::hello(&addr, this2.cfg.probe_timeout).await;
+                        let r = crate::probe::hello(&addr, timeout).await;
                         this2.in_flight.lock().unwrap().remove(&addr);
                         match r {
                             Ok(doc) => this2.update(MemberState::from_hello(&addr, &doc)),
@@ -306,10 +539,91 @@ impl Inner {
                         }
                     });
                 }
-                let interval = this.cfg.probe_interval;
                 drop(this);
                 tokio::time::sleep(interval).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The watcher when the connection string names the set, as in driver
+    //! mode (without a driver).
+
+    use super::*;
+    use bson::doc;
+
+    fn manual_in_set(seeds: &[&str], set_name: &str) -> Topology {
+        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+        let inner = Inner::new(&seeds, Some(set_name.to_string()), None);
+        inner.publish();
+        Topology {
+            _client: Arc::new(ClientGuard(None, inner.clone())),
+            inner,
+        }
+    }
+
+    #[test]
+    fn named_set_is_in_the_first_snapshot() {
+        let t = manual_in_set(&["a:27017"], "rs");
+        let s = t.snapshot();
+        assert_eq!(s.set_name.as_deref(), Some("rs"));
+        assert_eq!(s.primary, None);
+        assert_eq!(s.epoch, 0);
+    }
+
+    #[test]
+    fn first_reply_of_another_set_is_not_adopted() {
+        // SDAM's primary_wrong_set_name and wrong_set_name.
+        let t = manual_in_set(&["a:27017", "b:27017"], "rs");
+        t.observe_hello(
+            "a:27017",
+            &doc! {"ok": 1, "isWritablePrimary": true, "setName": "wrong", "hosts": ["a:27017"]},
+        );
+        t.observe_hello(
+            "b:27017",
+            &doc! {"ok": 1, "secondary": true, "setName": "wrong", "hosts": ["b:27017", "c:27017"]},
+        );
+        let s = t.snapshot();
+        assert_eq!(s.primary, None);
+        assert_eq!(s.set_name.as_deref(), Some("rs"));
+        assert_eq!(s.member("a:27017").unwrap().role, Role::Other);
+        assert_eq!(s.member("b:27017").unwrap().role, Role::Other);
+        assert!(s.member("c:27017").is_none());
+        t.observe_hello(
+            "b:27017",
+            &doc! {"ok": 1, "isWritablePrimary": true, "setName": "rs", "hosts": ["a:27017", "b:27017"]},
+        );
+        let s = t.snapshot();
+        assert_eq!(s.primary.as_deref(), Some("b:27017"));
+        assert_eq!(s.epoch, 1);
+    }
+
+    #[test]
+    fn other_set_with_a_greater_election_id_does_not_depose_ours() {
+        let oid = |n: u8| {
+            let mut b = [0u8; 12];
+            b[11] = n;
+            ObjectId::from_bytes(b)
+        };
+        let t = manual_in_set(&["a:27017", "b:27017"], "rs");
+        t.observe_hello(
+            "a:27017",
+            &doc! {"ok": 1, "isWritablePrimary": true, "setName": "rs", "electionId": oid(1)},
+        );
+        t.observe_hello(
+            "b:27017",
+            &doc! {"ok": 1, "isWritablePrimary": true, "setName": "other", "electionId": oid(9)},
+        );
+        t.observe_failure("a:27017");
+        // Had "other"'s election counted, ours would now be stale.
+        t.observe_hello(
+            "a:27017",
+            &doc! {"ok": 1, "isWritablePrimary": true, "setName": "rs", "electionId": oid(1)},
+        );
+        let s = t.snapshot();
+        assert_eq!(s.primary.as_deref(), Some("a:27017"));
+        assert_eq!(s.member("b:27017").unwrap().role, Role::Other);
     }
 }
