@@ -9,7 +9,7 @@
 //! successful replies to requests sent before T and received after it (so
 //! held by holdfast or in flight while there was no primary), the first one
 //! received. Prints p50/p99/max of (first reply - T), and of the last such
-//! reply, and the read errors seen (there should be none). Target (issue 7):
+//! reply, and the read errors seen (there should be none). Target:
 //! p99 <= 50 ms.
 //!
 //!   nice -n 10 cargo bench -p holdfast-bench --bench replay [-- STEPDOWNS CONNECTIONS ELECTION_MS]

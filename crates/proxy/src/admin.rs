@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Shared;
+use holdfast_topology::Topology;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -37,6 +37,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             crate::metrics::describe();
+            crate::metrics::register_known();
             // Histogram samples pile up in the recorder until they are
             // folded into buckets; only `install()` would do that for us.
             // Without it, memory grows with every request between scrapes
@@ -56,7 +57,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 
 pub async fn serve(
     addr: &str,
-    shared: Arc<Shared>,
+    topology: Topology,
     draining: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
@@ -66,7 +67,7 @@ pub async fn serve(
     let ever_primary = Arc::new(AtomicBool::new(false));
     {
         let ever = ever_primary.clone();
-        let mut rx = shared.topology.subscribe();
+        let mut rx = topology.subscribe();
         tokio::spawn(async move {
             let _ = rx.wait_for(|s| s.primary.is_some()).await;
             ever.store(true, Ordering::SeqCst);

@@ -9,12 +9,28 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteRetry {
+    /// As `safe`, and every eligible write without a txnNumber (insert,
+    /// single-document update and delete, findAndModify; acknowledged;
+    /// outside transactions) is sent under one of holdfast's own sessions,
+    /// so that it too can be resent and deduplicated by the new primary.
+    Retryable,
     /// Resend writes that are provably safe: retryable writes (lsid +
     /// txnNumber, deduplicated by the server) and writes the old primary
     /// rejected with NotWritablePrimary before executing them.
     Safe,
     /// Never resend a write: every in-flight write gets the clear error.
     Never,
+}
+
+/// What a primary-mode read does while no primary is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ElectionReads {
+    /// Wait at the gate for the new primary (the default).
+    Hold,
+    /// Answered by the most caught-up secondary: no pause, at the price of
+    /// possibly stale data (up to the replication lag of that secondary).
+    Secondary,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +66,33 @@ pub struct Config {
     pub embedded_election_ms: u64,
     /// `text` or `json`.
     pub log_format: String,
+    /// The highest wire version holdfast announces in its hello (the
+    /// primary's, capped by this): puts old drivers on their older code
+    /// paths (3 = MongoDB 3.0: OP_QUERY finds, OP_GET_MORE, legacy writes).
+    pub advertise_max_wire_version: Option<i32>,
+    /// A new client connection must send its first whole message within
+    /// this, ms (0: no limit).
+    pub client_first_message_timeout_ms: u64,
+    /// A frame a client has started to send must complete within this, ms;
+    /// also the longest a reply may wait for a client to read it (0: no limit).
+    pub client_frame_timeout_ms: u64,
+    /// Client connections idle for this long are closed, ms (0, the
+    /// default: never; drivers keep idle connections in their pools).
+    pub client_idle_timeout_ms: u64,
+    /// One memory budget, bytes, for every request byte holdfast buffers:
+    /// frames being read, requests held, replies being written.
+    pub max_buffered_bytes: usize,
+    /// The read-preference latency window: members within this many ms of
+    /// the fastest suitable one may be chosen.
+    pub local_threshold_ms: u64,
+    /// Primary-mode reads while no primary is known: `hold` or `secondary`.
+    pub election_reads: ElectionReads,
+    /// The users holdfast authenticates its clients as (TOML, `[[user]]`);
+    /// none: clients are not authenticated and run as the upstream identity.
+    pub users_file: Option<std::path::PathBuf>,
+    /// With a users file: clients that have not logged in run as the
+    /// upstream identity instead of getting 13 Unauthorized.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for Config {
@@ -65,7 +108,7 @@ impl Default for Config {
             hold_timeout_ms: 30_000,
             max_held_requests: 10_000,
             max_held_bytes: 64 * 1024 * 1024,
-            write_retry: WriteRetry::Safe,
+            write_retry: WriteRetry::Retryable,
             stall_probe_ms: 2_000,
             probe_timeout_ms: 1_000,
             max_message_size: holdfast_wire::DEFAULT_MAX_MESSAGE_SIZE,
@@ -73,6 +116,15 @@ impl Default for Config {
             embedded_port: 27101,
             embedded_election_ms: 1_500,
             log_format: "text".into(),
+            advertise_max_wire_version: None,
+            client_first_message_timeout_ms: 10_000,
+            client_frame_timeout_ms: 30_000,
+            client_idle_timeout_ms: 0,
+            max_buffered_bytes: 128 * 1024 * 1024,
+            local_threshold_ms: 15,
+            election_reads: ElectionReads::Hold,
+            users_file: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -86,6 +138,16 @@ impl Config {
     }
     pub fn probe_timeout(&self) -> Duration {
         Duration::from_millis(self.probe_timeout_ms)
+    }
+
+    /// The client-side timeouts (0 in the configuration: off).
+    pub fn client_timeouts(&self) -> crate::client::Timeouts {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        crate::client::Timeouts {
+            first_message: ms(self.client_first_message_timeout_ms),
+            frame: ms(self.client_frame_timeout_ms),
+            idle: ms(self.client_idle_timeout_ms),
+        }
     }
 
     pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
@@ -142,7 +204,9 @@ mod tests {
     fn write_retry_parses() {
         let c = Config::from_toml("write_retry = \"never\"").unwrap();
         assert_eq!(c.write_retry, WriteRetry::Never);
-        assert_eq!(Config::default().write_retry, WriteRetry::Safe);
+        assert_eq!(Config::default().write_retry, WriteRetry::Retryable);
+        let c = Config::from_toml("write_retry = \"safe\"").unwrap();
+        assert_eq!(c.write_retry, WriteRetry::Safe);
     }
 }
 

@@ -20,13 +20,23 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateError {
     /// The hold queue is at `max_held_requests` or `max_held_bytes`.
-    QueueFull { held: usize, held_bytes: usize },
+    QueueFull {
+        held: usize,
+        held_bytes: usize,
+        max_held: usize,
+        max_held_bytes: usize,
+    },
     /// `hold_timeout` passed with no primary.
     HoldTimeout { waited: Duration },
     /// The command's own `maxTimeMS` ran out while it was held.
     MaxTimeExpired { waited: Duration },
     /// holdfast is shutting down.
     ShuttingDown,
+    /// No member matched the read preference within the wait.
+    NoSuitableMember {
+        mode: &'static str,
+        waited: Duration,
+    },
 }
 
 pub struct Gate {
@@ -134,6 +144,8 @@ impl Gate {
             return Err(GateError::QueueFull {
                 held: held - 1,
                 held_bytes: held_bytes - bytes,
+                max_held: self.max_held,
+                max_held_bytes: self.max_held_bytes,
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -166,5 +178,138 @@ impl Gate {
                 Err(GateError::HoldTimeout { waited })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(primary: Option<&str>, epoch: u64) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            primary: primary.map(str::to_string),
+            epoch,
+            ..Snapshot::empty()
+        })
+    }
+
+    fn gate(max_held: usize, max_bytes: usize) -> (watch::Sender<Arc<Snapshot>>, Arc<Gate>) {
+        let (tx, rx) = watch::channel(snapshot(None, 0));
+        (tx, Gate::new(rx, max_held, max_bytes))
+    }
+
+    fn soon(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn a_known_primary_is_returned_at_once() {
+        let (tx, g) = gate(10, 1000);
+        tx.send(snapshot(Some("a:1"), 3)).unwrap();
+        let (t, held) = g.primary(10, soon(1000), None).await.unwrap();
+        assert_eq!((&*t.member, t.epoch, held), ("a:1", 3, Duration::ZERO));
+        assert_eq!(g.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_held_request_is_released_when_a_primary_appears() {
+        let (tx, g) = gate(10, 1000);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (g2, order) = (g.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let r = g2.primary(10, soon(5000), None).await;
+                order.lock().unwrap().push(i);
+                r
+            }));
+            // Each request is queued before the next one arrives.
+            while g.held() < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(g.held(), 5);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tx.send(snapshot(Some("b:1"), 4)).unwrap();
+        for t in tasks {
+            let (target, held) = t.await.unwrap().unwrap();
+            assert_eq!(&*target.member, "b:1");
+            assert!(held >= Duration::from_millis(30), "{held:?}");
+        }
+        assert_eq!(g.held(), 0);
+        assert_eq!(order.lock().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_by_count_and_by_bytes() {
+        let (_tx, g) = gate(2, 100);
+        let g1 = g.clone();
+        let a = tokio::spawn(async move { g1.primary(40, soon(2000), None).await });
+        while g.held() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // 40 + 70 bytes > 100.
+        let full = g.primary(70, soon(2000), None).await.unwrap_err();
+        assert_eq!(
+            full,
+            GateError::QueueFull {
+                held: 1,
+                held_bytes: 40,
+                max_held: 2,
+                max_held_bytes: 100
+            }
+        );
+        let g2 = g.clone();
+        let b = tokio::spawn(async move { g2.primary(10, soon(2000), None).await });
+        while g.held() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // A third request: over the count.
+        assert!(matches!(
+            g.primary(1, soon(2000), None).await,
+            Err(GateError::QueueFull { held: 2, .. })
+        ));
+        a.abort();
+        b.abort();
+        let _ = (a.await, b.await);
+        assert_eq!(
+            g.held(),
+            0,
+            "refused and cancelled requests leave the queue"
+        );
+    }
+
+    #[tokio::test]
+    async fn hold_timeout_and_max_time_ms() {
+        let (_tx, g) = gate(10, 1000);
+        let t0 = Instant::now();
+        match g.primary(1, soon(60), None).await {
+            Err(GateError::HoldTimeout { waited }) => assert!(waited >= Duration::from_millis(50)),
+            other => panic!("{other:?}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        // The command's own maxTimeMS comes first.
+        match g.primary(1, soon(5000), Some(soon(40))).await {
+            Err(GateError::MaxTimeExpired { waited }) => {
+                assert!(waited < Duration::from_secs(2))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A later maxTimeMS does not extend the hold deadline.
+        assert!(matches!(
+            g.primary(1, soon(40), Some(soon(5000))).await,
+            Err(GateError::HoldTimeout { .. })
+        ));
+        assert_eq!(g.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_cached_target_follows_the_epoch() {
+        let (tx, g) = gate(10, 1000);
+        tx.send(snapshot(Some("a:1"), 1)).unwrap();
+        assert_eq!(g.primary(1, soon(100), None).await.unwrap().0.epoch, 1);
+        tx.send(snapshot(Some("b:1"), 2)).unwrap();
+        let (t, _) = g.primary(1, soon(100), None).await.unwrap();
+        assert_eq!((&*t.member, t.epoch), ("b:1", 2));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bson::{doc, oid::ObjectId, Bson, Document, RawBsonRef};
 use holdfast_topology::ServerLimits;
+use holdfast_wire::values::as_i64;
 use holdfast_wire::CommandView;
 use tokio::sync::watch;
 
@@ -16,15 +17,33 @@ pub struct Identity {
     pub process_id: ObjectId,
     counter: watch::Sender<i64>,
     advertised: std::sync::Mutex<ServerLimits>,
+    /// `advertise_max_wire_version`.
+    max_wire_version: Option<i32>,
 }
 
 impl Identity {
     pub fn new(limits: ServerLimits) -> Identity {
-        Identity {
+        Self::with_max_wire_version(limits, None)
+    }
+
+    /// An identity announcing at most wire version `cap` (when given).
+    pub fn with_max_wire_version(limits: ServerLimits, cap: Option<i32>) -> Identity {
+        let id = Identity {
             process_id: ObjectId::new(),
             counter: watch::channel(0).0,
-            advertised: std::sync::Mutex::new(limits),
+            advertised: std::sync::Mutex::new(ServerLimits::default()),
+            max_wire_version: cap,
+        };
+        *id.advertised.lock().unwrap() = id.capped(limits);
+        id
+    }
+
+    fn capped(&self, mut limits: ServerLimits) -> ServerLimits {
+        if let Some(cap) = self.max_wire_version {
+            limits.max_wire_version = limits.max_wire_version.min(cap);
+            limits.min_wire_version = limits.min_wire_version.min(limits.max_wire_version);
         }
+        limits
     }
 
     pub fn counter(&self) -> i64 {
@@ -38,6 +57,7 @@ impl Identity {
     /// Called when the primary's limits may have changed: bumps the counter
     /// (releasing awaitable hellos) only if what we advertise changes.
     pub fn advertise(&self, limits: ServerLimits) {
+        let limits = self.capped(limits);
         let mut a = self.advertised.lock().unwrap();
         if *a != limits {
             *a = limits;
@@ -79,15 +99,6 @@ impl Identity {
             rx.wait_for(|c| *c != counter),
         )
         .await;
-    }
-}
-
-fn as_i64(v: RawBsonRef<'_>) -> Option<i64> {
-    match v {
-        RawBsonRef::Int32(i) => Some(i as i64),
-        RawBsonRef::Int64(i) => Some(i),
-        RawBsonRef::Double(d) => Some(d as i64),
-        _ => None,
     }
 }
 
@@ -133,4 +144,139 @@ pub fn hello_reply(view: &CommandView<'_>, identity: &Identity, connection_id: i
     }
     d.insert("ok", 1.0);
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    use holdfast_wire::{reply, Frame, Limits, Message, MsgFlags};
+
+    fn frame(d: Document) -> Frame {
+        reply::msg_reply_bytes(1, 0, MsgFlags::empty(), reply::document_bytes(&d))
+    }
+
+    fn with_view<R>(d: Document, f: impl FnOnce(&CommandView<'_>) -> R) -> R {
+        let fr = frame(d);
+        let Message::Msg(m) = fr.parse(&Limits::default()).unwrap() else {
+            unreachable!()
+        };
+        f(&CommandView::from_msg(&m).unwrap())
+    }
+
+    #[test]
+    fn hello_answers_as_a_mongos_with_the_primarys_limits() {
+        let id = Identity::new(ServerLimits {
+            max_wire_version: 17,
+            ..ServerLimits::default()
+        });
+        let d = with_view(doc! {"hello": 1, "helloOk": true, "$db": "admin"}, |v| {
+            hello_reply(v, &id, 7)
+        });
+        assert!(d.get_bool("isWritablePrimary").unwrap());
+        assert!(!d.contains_key("ismaster"));
+        assert_eq!(d.get_str("msg").unwrap(), "isdbgrid");
+        assert!(d.get_bool("helloOk").unwrap());
+        assert_eq!(d.get_i32("maxWireVersion").unwrap(), 17);
+        assert_eq!(d.get_i64("connectionId").unwrap(), 7);
+        assert_eq!(d.get_i32("logicalSessionTimeoutMinutes").unwrap(), 30);
+        assert!(!d.contains_key("setName") && !d.contains_key("hosts"));
+        let tv = d.get_document("topologyVersion").unwrap();
+        assert_eq!(tv.get_object_id("processId").unwrap(), id.process_id);
+        assert_eq!(d.get_f64("ok").unwrap(), 1.0);
+        // The legacy name answers with the legacy field, and helloOk only
+        // when asked.
+        let d = with_view(doc! {"isMaster": 1, "$db": "admin"}, |v| {
+            hello_reply(v, &id, 7)
+        });
+        assert!(d.get_bool("ismaster").unwrap());
+        assert!(!d.contains_key("isWritablePrimary") && !d.contains_key("helloOk"));
+    }
+
+    #[test]
+    fn advertise_max_wire_version_caps_what_is_announced() {
+        let id = Identity::with_max_wire_version(ServerLimits::default(), Some(3));
+        assert_eq!(id.limits().max_wire_version, 3);
+        id.advertise(ServerLimits {
+            max_wire_version: 25,
+            ..ServerLimits::default()
+        });
+        assert_eq!(id.limits().max_wire_version, 3);
+        let d = with_view(doc! {"isMaster": 1, "$db": "admin"}, |v| {
+            hello_reply(v, &id, 1)
+        });
+        assert_eq!(d.get_i32("maxWireVersion").unwrap(), 3);
+        assert_eq!(d.get_i32("minWireVersion").unwrap(), 0);
+    }
+
+    #[test]
+    fn the_counter_moves_only_when_what_is_advertised_changes() {
+        let id = Identity::new(ServerLimits::default());
+        let c0 = id.counter();
+        id.advertise(ServerLimits::default());
+        assert_eq!(id.counter(), c0);
+        id.advertise(ServerLimits {
+            max_wire_version: 25,
+            ..ServerLimits::default()
+        });
+        assert_eq!(id.counter(), c0 + 1);
+        assert_eq!(id.limits().max_wire_version, 25);
+        id.bump();
+        assert_eq!(id.counter(), c0 + 2);
+    }
+
+    #[tokio::test]
+    async fn an_awaitable_hello_waits_for_a_change_or_max_await() {
+        let id = std::sync::Arc::new(Identity::new(ServerLimits::default()));
+        let current = doc! {"hello": 1, "topologyVersion": {"processId": id.process_id, "counter": id.counter()}, "maxAwaitTimeMS": 150, "$db": "admin"};
+        let fr = frame(current);
+        let Message::Msg(m) = fr.parse(&Limits::default()).unwrap() else {
+            unreachable!()
+        };
+        let v = CommandView::from_msg(&m).unwrap();
+        let t0 = Instant::now();
+        id.await_change(&v).await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(140),
+            "waited maxAwaitTimeMS"
+        );
+        // A change releases it at once.
+        let bumper = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            bumper.bump();
+        });
+        let fr = frame(
+            doc! {"hello": 1, "topologyVersion": {"processId": id.process_id, "counter": id.counter()}, "maxAwaitTimeMS": 10_000, "$db": "admin"},
+        );
+        let Message::Msg(m) = fr.parse(&Limits::default()).unwrap() else {
+            unreachable!()
+        };
+        let v = CommandView::from_msg(&m).unwrap();
+        let t0 = Instant::now();
+        id.await_change(&v).await;
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn hellos_that_are_not_current_answer_at_once() {
+        let id = Identity::new(ServerLimits::default());
+        let other = bson::oid::ObjectId::new();
+        for d in [
+            doc! {"hello": 1, "$db": "admin"},
+            doc! {"hello": 1, "topologyVersion": {"processId": other, "counter": 0i64}, "maxAwaitTimeMS": 5000, "$db": "admin"},
+            doc! {"hello": 1, "topologyVersion": {"processId": id.process_id, "counter": id.counter() - 1}, "maxAwaitTimeMS": 5000, "$db": "admin"},
+            doc! {"hello": 1, "topologyVersion": {"processId": id.process_id, "counter": id.counter()}, "$db": "admin"},
+        ] {
+            let fr = frame(d);
+            let Message::Msg(m) = fr.parse(&Limits::default()).unwrap() else {
+                unreachable!()
+            };
+            let v = CommandView::from_msg(&m).unwrap();
+            let t0 = Instant::now();
+            id.await_change(&v).await;
+            assert!(t0.elapsed() < Duration::from_millis(500));
+        }
+    }
 }

@@ -6,10 +6,21 @@ use metrics::{
 };
 
 pub fn describe() {
+    describe_connections();
+    describe_requests();
+    describe_failover();
+    describe_traffic();
+}
+
+fn describe_connections() {
     describe_gauge!("holdfast_client_connections", "Client connections open now");
     describe_counter!(
         "holdfast_client_connections_total",
         "Client connections accepted"
+    );
+    describe_counter!(
+        "holdfast_client_connections_closed_total",
+        "Client connections closed, by reason (timeouts, memory budget, protocol errors, the client itself)"
     );
     describe_counter!(
         "holdfast_client_connections_rejected_total",
@@ -24,9 +35,16 @@ pub fn describe() {
         "Backend connections opened, by member"
     );
     describe_counter!(
+        "holdfast_backend_connect_failures_total",
+        "Backend connections that could not be opened (connect or handshake failed or timed out), by member"
+    );
+    describe_counter!(
         "holdfast_backend_connections_closed_total",
         "Backend connections closed, by member and reason"
     );
+}
+
+fn describe_requests() {
     describe_counter!(
         "holdfast_requests_total",
         "Requests by command class and outcome"
@@ -49,6 +67,9 @@ pub fn describe() {
         "holdfast_held_requests_total",
         "Requests that had to wait for a primary, by outcome"
     );
+}
+
+fn describe_failover() {
     describe_counter!(
         "holdfast_replays_total",
         "In-flight requests sent again after the primary failed, by class and outcome"
@@ -60,6 +81,10 @@ pub fn describe() {
     describe_counter!(
         "holdfast_writes_retried_total",
         "Writes sent to the new primary because that was provably safe, by reason"
+    );
+    describe_counter!(
+        "holdfast_writes_made_retryable_total",
+        "Writes without a txnNumber sent under one of holdfast's sessions (write_retry = retryable)"
     );
     describe_counter!(
         "holdfast_unacknowledged_writes_lost_total",
@@ -78,9 +103,28 @@ pub fn describe() {
         Unit::Seconds,
         "Time from losing the primary to knowing the new one"
     );
+}
+
+fn describe_traffic() {
     describe_counter!(
         "holdfast_protocol_errors_total",
         "Malformed client frames, by kind"
+    );
+    describe_counter!(
+        "holdfast_legacy_requests_total",
+        "Requests in a legacy wire format (OP_QUERY, OP_GET_MORE, OP_KILL_CURSORS, OP_INSERT, OP_UPDATE, OP_DELETE) translated into commands, by opcode"
+    );
+    describe_counter!(
+        "holdfast_legacy_translation_errors_total",
+        "Legacy requests refused because they could not be translated, by opcode"
+    );
+    describe_counter!(
+        "holdfast_client_authentications_total",
+        "Client logins to holdfast (users_file), by mechanism and outcome"
+    );
+    describe_counter!(
+        "holdfast_reads_total",
+        "Reads that may run on a secondary, by read preference mode and the role of the member that served them"
     );
     describe_counter!(
         "holdfast_bytes_received_total",
@@ -94,10 +138,100 @@ pub fn describe() {
     );
 }
 
+/// Registers every family with every known label value at zero, so the
+/// first scrape shows them all (dashboards and `rate()` alerts need series
+/// before anything happens). Member-labelled families are registered per
+/// member by [`register_member`].
+pub fn register_known() {
+    gauge!("holdfast_client_connections").increment(0.0);
+    counter!("holdfast_client_connections_total").increment(0);
+    counter!("holdfast_client_connections_rejected_total").increment(0);
+    for r in CLOSE_REASONS {
+        counter!("holdfast_client_connections_closed_total", "reason" => r).increment(0);
+    }
+    gauge!("holdfast_held_requests").increment(0.0);
+    for o in ["released", "queue_full", "timeout", "max_time_expired"] {
+        counter!("holdfast_held_requests_total", "outcome" => o).increment(0);
+    }
+    let _ = histogram!("holdfast_hold_duration_seconds");
+    for class in CLASSES {
+        for o in ["state_change", "network", "failed"] {
+            counter!("holdfast_replays_total", "class" => class, "outcome" => o).increment(0);
+        }
+    }
+    for r in ["write", "transaction", "commit", "abort"] {
+        counter!("holdfast_write_errors_total", "reason" => r).increment(0);
+    }
+    for r in [
+        "retryable_write",
+        "holdfast_session",
+        "not_writable_primary",
+    ] {
+        counter!("holdfast_writes_retried_total", "reason" => r).increment(0);
+    }
+    counter!("holdfast_writes_made_retryable_total").increment(0);
+    counter!("holdfast_unacknowledged_writes_lost_total").increment(0);
+    counter!("holdfast_primary_changes_total").increment(0);
+    gauge!("holdfast_primary_known").increment(0.0);
+    let _ = histogram!("holdfast_primary_unknown_duration_seconds");
+    for k in PROTOCOL_ERRORS {
+        counter!("holdfast_protocol_errors_total", "kind" => k).increment(0);
+    }
+    for mech in [
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "MONGODB-X509",
+        "speculative",
+        "other",
+    ] {
+        for outcome in ["ok", "failed"] {
+            counter!("holdfast_client_authentications_total", "mechanism" => mech, "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for mode in crate::read_preference::Mode::ALL {
+        for role in ["primary", "secondary"] {
+            counter!("holdfast_reads_total", "mode" => mode.name(), "role" => role).increment(0);
+        }
+    }
+    for k in crate::legacy::Kind::ALL {
+        counter!("holdfast_legacy_requests_total", "opcode" => k.label()).increment(0);
+        counter!("holdfast_legacy_translation_errors_total", "opcode" => k.label()).increment(0);
+    }
+}
+
+/// The kinds of `holdfast_protocol_errors_total`.
+pub const PROTOCOL_ERRORS: [&str; 7] = [
+    "framing",
+    "fatal",
+    "malformed",
+    "bad_command",
+    "legacy_opcode",
+    "compression",
+    "unexpected_reply",
+];
+
+/// The member-labelled families of one member, at zero.
+pub fn register_member(member: &str) {
+    let m = member.to_string();
+    gauge!("holdfast_backend_connections", "member" => m.clone()).increment(0.0);
+    counter!("holdfast_backend_connections_opened_total", "member" => m.clone()).increment(0);
+    counter!("holdfast_backend_connect_failures_total", "member" => m.clone()).increment(0);
+    for r in ["stale", "dropped", "cleared", "unhealthy"] {
+        counter!("holdfast_backend_connections_closed_total", "member" => m.clone(), "reason" => r)
+            .increment(0);
+    }
+}
+
 pub fn backend_conn_opened(member: &str) {
     counter!("holdfast_backend_connections_opened_total", "member" => member.to_string())
         .increment(1);
     gauge!("holdfast_backend_connections", "member" => member.to_string()).increment(1.0);
+}
+
+pub fn backend_connect_failed(member: &str) {
+    counter!("holdfast_backend_connect_failures_total", "member" => member.to_string())
+        .increment(1);
 }
 
 pub fn backend_conn_closed(member: &str, reason: &'static str) {
@@ -179,6 +313,49 @@ pub fn replay(class: &'static str, outcome: &'static str) {
 
 pub fn write_error(reason: &'static str) {
     counter!("holdfast_write_errors_total", "reason" => reason).increment(1);
+}
+
+/// Why client connections end, as metric label values.
+pub const CLOSE_REASONS: [&str; 10] = [
+    "client_closed",
+    "io_error",
+    "framing",
+    "protocol_error",
+    "first_message_timeout",
+    "frame_timeout",
+    "idle_timeout",
+    "write_timeout",
+    "memory_budget",
+    "shutdown",
+];
+
+pub fn client_closed(reason: &'static str) {
+    counter!("holdfast_client_connections_closed_total", "reason" => reason).increment(1);
+}
+
+pub fn legacy_request(kind: crate::legacy::Kind) {
+    counter!("holdfast_legacy_requests_total", "opcode" => kind.label()).increment(1);
+}
+
+pub fn legacy_error(kind: crate::legacy::Kind) {
+    counter!("holdfast_legacy_translation_errors_total", "opcode" => kind.label()).increment(1);
+}
+
+pub fn client_authentication(mechanism: &'static str, outcome: &'static str) {
+    counter!("holdfast_client_authentications_total", "mechanism" => mechanism, "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn read(mode: &'static str, role: &'static str) {
+    counter!("holdfast_reads_total", "mode" => mode, "role" => role).increment(1);
+}
+
+pub fn write_made_retryable() {
+    counter!("holdfast_writes_made_retryable_total").increment(1);
+}
+
+pub fn unacknowledged_lost() {
+    counter!("holdfast_unacknowledged_writes_lost_total").increment(1);
 }
 
 pub fn write_retried(reason: &'static str) {

@@ -1,13 +1,14 @@
-//! Starting holdfast: topology watcher, listener, admin endpoint, and the
-//! embedded sim when no upstream is configured.
+//! Starting holdfast: the topology watcher, routing, pools and the request
+//! path, the client listener, the admin endpoint, background upkeep, and
+//! the embedded replica set when no upstream is configured.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use holdfast_topology::{Topology, TopologyConfig};
+use holdfast_topology::{Snapshot, Topology, TopologyConfig};
 use holdfast_wire::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -15,12 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::client::{self, Shared};
+use crate::client::{self, ClientContext};
 use crate::config::Config;
-use crate::gate::Gate;
+use crate::embedded::Embedded;
 use crate::handshake::Identity;
 use crate::pool::{PoolConfig, Pools};
-use crate::router::{Cursors, TxnPins};
+use crate::replies::Replies;
+use crate::request::{Forwarder, Policy};
+use crate::router::Router;
+use crate::sessions::{self, Sessions};
 
 /// A running holdfast.
 pub struct Holdfast {
@@ -28,9 +32,14 @@ pub struct Holdfast {
     pub admin_addr: Option<SocketAddr>,
     /// The upstream connection string in use (password redacted).
     pub upstream: String,
-    pub shared: Arc<Shared>,
     /// The embedded replica set, when holdfast started one.
-    pub embedded: Option<holdfast_sim::ReplicaSet>,
+    pub embedded: Option<Embedded>,
+    router: Arc<Router>,
+    pools: Arc<Pools>,
+    identity: Arc<Identity>,
+    sessions: Arc<Sessions>,
+    ctx: Arc<ClientContext>,
+    users_file: Option<std::path::PathBuf>,
     /// Stops the listeners and makes client connections finish.
     shutdown: CancellationToken,
     /// Stops the admin endpoint and background tasks, after the drain.
@@ -49,13 +58,35 @@ impl Holdfast {
         format!("mongodb://{}/", self.listen_addr)
     }
 
+    pub fn topology(&self) -> &Topology {
+        self.router.topology()
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    /// holdfast's own server sessions (`write_retry = "retryable"`).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Waits until a primary is known, up to `timeout`.
+    pub async fn wait_for_primary(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
+        self.topology().wait_for_primary(timeout).await
+    }
+
     /// Graceful stop: no new connections; in-flight and held requests get up
     /// to `drain` to finish; then everything is closed.
     pub async fn shutdown(&self, drain: Duration) {
         self.draining.store(true, Ordering::SeqCst);
         self.shutdown.cancel();
         self.tracker.close();
-        self.shared.identity.bump();
+        self.identity.bump();
         if tokio::time::timeout(drain, self.tracker.wait())
             .await
             .is_err()
@@ -65,8 +96,9 @@ impl Holdfast {
                 "drain timeout passed with requests still running"
             );
         }
+        end_sessions(&self.router, &self.pools, self.sessions.drain()).await;
         self.background.cancel();
-        self.shared.topology.shutdown();
+        self.topology().shutdown();
         if let Some(rs) = &self.embedded {
             rs.shutdown();
         }
@@ -75,28 +107,36 @@ impl Holdfast {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+
+    /// SIGHUP: re-reads the users file. Connected clients keep their
+    /// logins; the next login follows the new file. A file that does not
+    /// load leaves the old users in place (and says why).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.users_file else {
+            return Ok(());
+        };
+        let users = crate::auth::Users::load(path)?;
+        info!(users = users.len(), file = %path.display(), "users file reloaded");
+        *self.ctx.users.write().unwrap() = Arc::new(users);
+        Ok(())
+    }
+}
+
+/// The users file of `cfg`, read and checked (no file: no users).
+fn load_users(cfg: &Config) -> anyhow::Result<crate::auth::Users> {
+    match &cfg.users_file {
+        None => Ok(crate::auth::Users::none()),
+        Some(p) => {
+            let users = crate::auth::Users::load(p)?;
+            info!(users = users.len(), file = %p.display(), "users file read");
+            Ok(users)
+        }
+    }
 }
 
 /// Starts holdfast with `cfg`. Binds the listeners before returning.
 pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
-    let mut embedded = None;
-    let upstream = match &cfg.upstream {
-        Some(u) => u.clone(),
-        None => {
-            let sim_cfg = holdfast_sim::SimConfig {
-                base_port: cfg.embedded_port,
-                election_ms: cfg.embedded_election_ms,
-                ..Default::default()
-            };
-            let rs = holdfast_sim::ReplicaSet::start(sim_cfg)
-                .await
-                .context("starting the embedded holdfast-sim replica set")?;
-            let uri = rs.uri();
-            info!(uri = %uri, "no upstream configured: started an embedded three-member holdfast-sim");
-            embedded = Some(rs);
-            uri
-        }
-    };
+    let (upstream, embedded) = upstream_of(&cfg).await?;
     let redacted = crate::config::redact_uri(&upstream);
     let topology = Topology::start(TopologyConfig {
         probe_timeout: cfg.probe_timeout(),
@@ -104,75 +144,215 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
     })
     .await
     .with_context(|| format!("watching {redacted}"))?;
-    let rx = topology.subscribe();
-    let cfg = Arc::new(cfg);
-    let limits = Limits {
-        max_message_size: cfg.max_message_size,
-        verify_checksum: true,
-    };
-    let shared = Arc::new(Shared {
-        pools: Pools::new(PoolConfig {
-            max_size: cfg.pool_size,
-            max_connecting: cfg.pool_max_connecting,
-            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-            checkout_timeout: cfg.hold_timeout(),
-            ..Default::default()
-        }),
-        cursors: Cursors::new(Duration::from_secs(11 * 60)),
-        txns: TxnPins::new(Duration::from_secs(31 * 60)),
-        gate: Gate::new(rx.clone(), cfg.max_held_requests, cfg.max_held_bytes),
-        identity: Identity::new(topology.snapshot().limits),
+    let identity = Arc::new(Identity::with_max_wire_version(
+        topology.snapshot().limits,
+        cfg.advertise_max_wire_version,
+    ));
+    let router = Arc::new(Router::new(
         topology,
-        limits,
-        next_conn_id: AtomicI64::new(1),
-        next_request_id: AtomicI32::new(1),
-        metrics: crate::metrics::RequestMetrics::new(),
-        cfg: cfg.clone(),
+        crate::router::Settings {
+            max_held: cfg.max_held_requests,
+            max_held_bytes: cfg.max_held_bytes,
+            local_threshold: Duration::from_millis(cfg.local_threshold_ms),
+            election_reads_secondary: cfg.election_reads == crate::config::ElectionReads::Secondary,
+        },
+    ));
+    let pools = Arc::new(Pools::new(PoolConfig {
+        max_size: cfg.pool_size,
+        max_connecting: cfg.pool_max_connecting,
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        checkout_timeout: cfg.hold_timeout(),
+        ..Default::default()
+    }));
+    let policy = Policy {
+        hold_timeout: cfg.hold_timeout(),
+        write_retry: cfg.write_retry,
+    };
+    let replies = Arc::new(Replies::new(identity.clone()));
+    let timeout = router.snapshot().limits.logical_session_timeout_minutes;
+    let sessions = Sessions::for_timeout(cfg.pool_size.max(64) * 2, timeout.unwrap_or(30));
+    let forwarder = Arc::new(Forwarder::new(
+        policy,
+        router.clone(),
+        pools.clone(),
+        replies,
+        sessions.clone(),
+    ));
+    let ctx = Arc::new(ClientContext {
+        forwarder,
+        limits: Limits {
+            max_message_size: cfg.max_message_size,
+            verify_checksum: true,
+        },
+        timeouts: cfg.client_timeouts(),
+        budget: crate::client::Budget::new(cfg.max_buffered_bytes),
+        users: std::sync::RwLock::new(Arc::new(load_users(&cfg)?)),
+        principals: Arc::new(crate::auth::Principals::default()),
+        allow_unauthenticated: cfg.allow_unauthenticated,
     });
-    let shutdown = CancellationToken::new();
-    let background = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let draining = Arc::new(AtomicBool::new(false));
+    let hf = Holdfast {
+        ctx: ctx.clone(),
+        users_file: cfg.users_file.clone(),
+        listen_addr: String::new(),
+        admin_addr: None,
+        upstream: redacted,
+        embedded,
+        router,
+        pools,
+        identity,
+        sessions,
+        shutdown: CancellationToken::new(),
+        background: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    hf.spawn_background(&cfg);
+    bind(hf, &cfg, ctx).await
+}
 
-    spawn_topology_observer(shared.clone(), background.clone());
-    spawn_sweeper(shared.clone(), background.clone());
-    {
-        let sh = shared.clone();
-        let shutdown = background.clone();
-        tokio::spawn(async move {
-            let (stall, probe) = (sh.cfg.stall_probe(), sh.cfg.probe_timeout());
-            sh.pools.watch_stalls(stall, probe, shutdown).await
-        });
+/// The configured upstream, or the embedded replica set's.
+async fn upstream_of(cfg: &Config) -> anyhow::Result<(String, Option<Embedded>)> {
+    if let Some(u) = &cfg.upstream {
+        return Ok((u.clone(), None));
     }
+    let rs = Embedded::start(cfg.embedded_port, cfg.embedded_election_ms).await?;
+    let uri = rs.uri();
+    info!(uri = %uri, "no upstream configured: started an embedded three-member holdfast-sim");
+    warn!("{}", crate::embedded::IN_MEMORY_NOTICE);
+    Ok((uri, Some(rs)))
+}
 
-    let listen_addr = if let Some(path) = cfg.listen.strip_prefix("unix:") {
-        let _ = std::fs::remove_file(path);
-        let l = tokio::net::UnixListener::bind(path)
-            .with_context(|| format!("binding unix socket {path}"))?;
-        let (sh, sd, tr) = (shared.clone(), shutdown.clone(), tracker.clone());
+/// Binds the client listener and the admin endpoint.
+async fn bind(mut hf: Holdfast, cfg: &Config, ctx: Arc<ClientContext>) -> anyhow::Result<Holdfast> {
+    let listener = Listener {
+        ctx,
+        tracker: hf.tracker.clone(),
+        shutdown: hf.shutdown.clone(),
+        permits: Arc::new(Semaphore::new(cfg.max_client_connections)),
+        limit: cfg.max_client_connections,
+        next_conn_id: Arc::new(AtomicI64::new(1)),
+    };
+    hf.listen_addr = listener.bind(&cfg.listen).await?;
+    if !cfg.admin_listen.is_empty() {
+        let admin = crate::admin::serve(
+            &cfg.admin_listen,
+            hf.topology().clone(),
+            hf.draining.clone(),
+            hf.background.clone(),
+        )
+        .await?;
+        hf.admin_addr = Some(admin);
+    }
+    info!(listen = %hf.listen_addr, admin = ?hf.admin_addr, upstream = %hf.upstream, "holdfast started");
+    Ok(hf)
+}
+
+impl Holdfast {
+    /// Topology observer, cursor/transaction sweeper, stall watchdog.
+    fn spawn_background(&self, cfg: &Config) {
+        let stop = self.background.clone();
+        tokio::spawn(observe_topology(
+            self.topology().clone(),
+            self.pools.clone(),
+            self.identity.clone(),
+            stop.clone(),
+        ));
+        let router = self.router.clone();
+        let sweep_stop = stop.clone();
         tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(sh.cfg.max_client_connections));
             loop {
-                let accepted = tokio::select! { _ = sd.cancelled() => break, a = l.accept() => a };
-                let Ok((stream, _)) = accepted else { continue };
-                admit(&sh, &tr, &permits, stream, "unix".to_string(), &sd);
+                tokio::select! {
+                    _ = sweep_stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => router.sweep(),
+                }
             }
         });
-        cfg.listen.clone()
-    } else {
-        let l = TcpListener::bind(&cfg.listen)
-            .await
-            .with_context(|| format!("binding {}", cfg.listen))?;
-        let addr = l.local_addr()?;
-        let (sh, sd, tr) = (shared.clone(), shutdown.clone(), tracker.clone());
+        let (router, pools, sessions) = (
+            self.router.clone(),
+            self.pools.clone(),
+            self.sessions.clone(),
+        );
+        let retire_stop = stop.clone();
         tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(sh.cfg.max_client_connections));
             loop {
-                let accepted = tokio::select! { _ = sd.cancelled() => break, a = l.accept() => a };
+                tokio::select! {
+                    _ = retire_stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                        end_sessions(&router, &pools, sessions.retire_idle()).await
+                    }
+                }
+            }
+        });
+        let pools = self.pools.clone();
+        let (stall, probe) = (cfg.stall_probe(), cfg.probe_timeout());
+        tokio::spawn(async move { pools.watch_stalls(stall, probe, stop).await });
+    }
+}
+
+/// Ends holdfast's sessions `lsids` on the primary (best effort: the
+/// server expires them on its own after `logicalSessionTimeoutMinutes`).
+async fn end_sessions(router: &Router, pools: &Pools, lsids: Vec<bson::Document>) {
+    if lsids.is_empty() {
+        return;
+    }
+    let Some(primary) = router.snapshot().primary.clone() else {
+        return;
+    };
+    let count = lsids.len();
+    for cmd in sessions::end_sessions_commands(lsids) {
+        let frame = holdfast_wire::reply::msg_reply(0, 0, &cmd);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            pools.round_trip(&primary, &frame, false, Instant::now()),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(Some(_)))) {
+            tracing::debug!(member = %primary, "endSessions for holdfast's sessions got no reply");
+        }
+    }
+    tracing::debug!(sessions = count, "ended holdfast's idle sessions");
+}
+
+/// Accepts client connections.
+#[derive(Clone)]
+struct Listener {
+    ctx: Arc<ClientContext>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    permits: Arc<Semaphore>,
+    limit: usize,
+    next_conn_id: Arc<AtomicI64>,
+}
+
+impl Listener {
+    /// Binds `addr` (`host:port` or `unix:/path`) and accepts in the
+    /// background; returns the bound address.
+    async fn bind(self, addr: &str) -> anyhow::Result<String> {
+        if let Some(path) = addr.strip_prefix("unix:") {
+            let _ = std::fs::remove_file(path);
+            let l = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("binding unix socket {path}"))?;
+            tokio::spawn(async move {
+                loop {
+                    let accepted = tokio::select! { _ = self.shutdown.cancelled() => break, a = l.accept() => a };
+                    let Ok((stream, _)) = accepted else { continue };
+                    self.admit(stream, "unix".to_string());
+                }
+            });
+            return Ok(addr.to_string());
+        }
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = l.local_addr()?.to_string();
+        tokio::spawn(async move {
+            loop {
+                let accepted =
+                    tokio::select! { _ = self.shutdown.cancelled() => break, a = l.accept() => a };
                 match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        admit(&sh, &tr, &permits, stream, peer.to_string(), &sd);
+                        self.admit(stream, peer.to_string());
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -181,120 +361,81 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
                 }
             }
         });
-        addr.to_string()
-    };
+        Ok(bound)
+    }
 
-    let admin_addr = if cfg.admin_listen.is_empty() {
-        None
-    } else {
-        Some(
-            crate::admin::serve(
-                &cfg.admin_listen,
-                shared.clone(),
-                draining.clone(),
-                background.clone(),
-            )
-            .await?,
-        )
-    };
-    info!(listen = %listen_addr, admin = ?admin_addr, upstream = %redacted, "holdfast started");
-    Ok(Holdfast {
-        listen_addr,
-        admin_addr,
-        upstream: redacted,
-        shared,
-        embedded,
-        shutdown,
-        background,
-        tracker,
-        draining,
-    })
+    /// Serves a new connection, or refuses it at `max_client_connections`.
+    fn admit<S>(&self, stream: S, peer: String)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            metrics::counter!("holdfast_client_connections_rejected_total").increment(1);
+            static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+            let mut last = LAST.lock().unwrap();
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                warn!(limit = self.limit, peer = %peer, "max_client_connections reached: refusing new client connections");
+            }
+            return;
+        };
+        metrics::counter!("holdfast_client_connections_total").increment(1);
+        metrics::gauge!("holdfast_client_connections").increment(1.0);
+        let span = tracing::info_span!("client", peer = %peer);
+        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let (ctx, shutdown) = (self.ctx.clone(), self.shutdown.clone());
+        self.tracker.spawn(async move {
+            client::serve(ctx, conn_id, stream, peer, span, shutdown).await;
+            metrics::gauge!("holdfast_client_connections").decrement(1.0);
+            drop(permit);
+        });
+    }
 }
 
-fn admit<S>(
-    sh: &Arc<Shared>,
-    tracker: &TaskTracker,
-    permits: &Arc<Semaphore>,
-    stream: S,
-    peer: String,
-    shutdown: &CancellationToken,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let Ok(permit) = permits.clone().try_acquire_owned() else {
-        metrics::counter!("holdfast_client_connections_rejected_total").increment(1);
-        static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-        let mut last = LAST.lock().unwrap();
-        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            *last = Some(Instant::now());
-            warn!(limit = sh.cfg.max_client_connections, peer = %peer, "max_client_connections reached: refusing new client connections");
+/// Watches the topology: metrics for primary changes, the old primary's
+/// pool cleared, the limits holdfast advertises.
+async fn observe_topology(
+    topology: Topology,
+    pools: Arc<Pools>,
+    identity: Arc<Identity>,
+    shutdown: CancellationToken,
+) {
+    let mut rx = topology.subscribe();
+    let mut last_primary: Option<String> = None;
+    let mut lost_at: Option<Instant> = Some(Instant::now());
+    loop {
+        let snap = rx.borrow_and_update().clone();
+        for member in &snap.members {
+            // Each member's pool (and its metrics) from the first snapshot on.
+            pools.get(&member.addr);
         }
-        return;
-    };
-    metrics::counter!("holdfast_client_connections_total").increment(1);
-    metrics::gauge!("holdfast_client_connections").increment(1.0);
-    let span = tracing::info_span!("client", peer = %peer);
-    let sh = sh.clone();
-    let shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        client::serve(sh, stream, peer, span, shutdown).await;
-        metrics::gauge!("holdfast_client_connections").decrement(1.0);
-        drop(permit);
-    });
-}
-
-/// Watches the topology: metrics for primary changes, advertised limits.
-fn spawn_topology_observer(sh: Arc<Shared>, shutdown: CancellationToken) {
-    let mut rx = sh.topology.subscribe();
-    tokio::spawn(async move {
-        let mut last_primary: Option<String> = None;
-        let mut lost_at: Option<Instant> = Some(Instant::now());
-        loop {
-            let snap = rx.borrow_and_update().clone();
-            metrics::gauge!("holdfast_primary_known").set(if snap.primary.is_some() {
-                1.0
-            } else {
-                0.0
-            });
-            if snap.primary != last_primary {
-                if last_primary.is_some() || snap.primary.is_some() {
-                    metrics::counter!("holdfast_primary_changes_total").increment(1);
-                }
-                match (&snap.primary, lost_at) {
-                    (Some(_), Some(t)) => {
-                        metrics::histogram!("holdfast_primary_unknown_duration_seconds")
-                            .record(t.elapsed().as_secs_f64());
-                        lost_at = None;
-                    }
-                    (None, None) => lost_at = Some(Instant::now()),
-                    _ => {}
-                }
-                if let Some(old) = &last_primary {
-                    // Connections to a member that stopped being primary are not reused.
-                    sh.pools.get(old).clear();
-                }
-                last_primary = snap.primary.clone();
+        let known = if snap.primary.is_some() { 1.0 } else { 0.0 };
+        metrics::gauge!("holdfast_primary_known").set(known);
+        if snap.primary != last_primary {
+            if last_primary.is_some() || snap.primary.is_some() {
+                metrics::counter!("holdfast_primary_changes_total").increment(1);
             }
-            if snap.primary.is_some() {
-                sh.identity.advertise(snap.limits);
+            match (&snap.primary, lost_at) {
+                (Some(_), Some(t)) => {
+                    metrics::histogram!("holdfast_primary_unknown_duration_seconds")
+                        .record(t.elapsed().as_secs_f64());
+                    lost_at = None;
+                }
+                (None, None) => lost_at = Some(Instant::now()),
+                _ => {}
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = rx.changed() => if r.is_err() { return },
+            if let Some(old) = &last_primary {
+                // Connections to a member that stopped being primary are not reused.
+                pools.get(old).clear();
             }
+            last_primary = snap.primary.clone();
         }
-    });
-}
-
-fn spawn_sweeper(sh: Arc<Shared>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-            sh.cursors.sweep();
-            sh.txns.sweep();
+        if snap.primary.is_some() {
+            identity.advertise(snap.limits);
         }
-    });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
 }

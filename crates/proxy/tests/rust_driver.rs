@@ -21,12 +21,7 @@ async fn holdfast() -> holdfast_proxy::Holdfast {
         ..Default::default()
     };
     let hf = holdfast_proxy::start(cfg).await.expect("holdfast starts");
-    assert!(hf
-        .shared
-        .topology
-        .wait_for_primary(Duration::from_secs(10))
-        .await
-        .is_some());
+    assert!(hf.wait_for_primary(Duration::from_secs(10)).await.is_some());
     hf
 }
 

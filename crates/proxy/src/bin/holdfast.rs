@@ -7,11 +7,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use holdfast_proxy::{Config, WriteRetry};
 
+#[cfg(feature = "embedded-sim")]
+const ABOUT: &str = "A MongoDB proxy that hides replica-set primary failover from applications.\n\nWithout --upstream (and no upstream in the config file) it starts an embedded three-member holdfast-sim replica set, whose data lives in memory only, and proxies to it.";
+#[cfg(not(feature = "embedded-sim"))]
+const ABOUT: &str = "A MongoDB proxy that hides replica-set primary failover from applications.\n\nAn upstream replica set (--upstream, HOLDFAST_UPSTREAM or `upstream` in the config file) is required.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "holdfast",
     version,
-    about = "A MongoDB proxy that hides replica-set primary failover from applications.\n\nWithout --upstream (and no upstream in the config file) it starts an embedded three-member holdfast-sim replica set and proxies to it."
+    about = ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,12 +36,19 @@ struct Cli {
     /// Longest a request waits for a primary, in milliseconds
     #[arg(long, env = "HOLDFAST_HOLD_TIMEOUT_MS")]
     hold_timeout_ms: Option<u64>,
+    /// retryable: make eligible writes retryable with holdfast's sessions (default);
     /// safe: resend writes only where provably safe; never: never resend a write
     #[arg(long, env = "HOLDFAST_WRITE_RETRY", value_enum)]
     write_retry: Option<WriteRetry>,
     /// Backend connections per member
     #[arg(long, env = "HOLDFAST_POOL_SIZE")]
     pool_size: Option<usize>,
+    /// Highest wire version to announce (puts old drivers on older code paths)
+    #[arg(long, env = "HOLDFAST_ADVERTISE_MAX_WIRE_VERSION")]
+    advertise_max_wire_version: Option<i32>,
+    /// Users holdfast authenticates its clients as (TOML); re-read on SIGHUP
+    #[arg(long, env = "HOLDFAST_USERS_FILE")]
+    users_file: Option<PathBuf>,
     /// Log format: text or json
     #[arg(long, env = "HOLDFAST_LOG_FORMAT")]
     log_format: Option<String>,
@@ -48,6 +60,7 @@ enum Cmd {
     CheckConfig { file: PathBuf },
     /// Run the seed scenario twice on an embedded replica set, straight and
     /// through holdfast, and print what the application saw side by side.
+    #[cfg(feature = "embedded-sim")]
     Demo {
         /// Application connections
         #[arg(long, default_value_t = 600)]
@@ -61,6 +74,10 @@ enum Cmd {
         /// Election time of the embedded replica set, ms
         #[arg(long, default_value_t = 1500)]
         election_ms: u64,
+        /// A legacy client (OP_QUERY finds, OP_UPDATE + getLastError, as
+        /// pymongo 3.6 or mgo) instead of the official Rust driver
+        #[arg(long)]
+        legacy: bool,
     },
 }
 
@@ -90,14 +107,29 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(v) = cli.pool_size {
         cfg.pool_size = v;
     }
+    if let Some(v) = cli.advertise_max_wire_version {
+        cfg.advertise_max_wire_version = Some(v);
+    }
+    if let Some(v) = &cli.users_file {
+        cfg.users_file = Some(v.clone());
+    }
     if let Some(v) = &cli.log_format {
         cfg.log_format = v.clone();
     }
     Ok(cfg)
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(Cmd::CheckConfig { file }) = &cli.cmd {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -108,27 +140,9 @@ fn main() -> anyhow::Result<()> {
         println!("{} is valid.\n{shown:#?}", file.display());
         return Ok(());
     }
-    if let Some(Cmd::Demo {
-        connections,
-        stepdowns,
-        pause_secs,
-        election_ms,
-    }) = &cli.cmd
-    {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
-            .unwrap_or_else(|_| "error".into());
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        return rt.block_on(holdfast_proxy::demo::run(
-            holdfast_proxy::demo::DemoConfig {
-                connections: *connections,
-                stepdowns: *stepdowns,
-                pause: Duration::from_secs(*pause_secs),
-                election_ms: *election_ms,
-            },
-        ));
+    #[cfg(feature = "embedded-sim")]
+    if let Some(Cmd::Demo { .. }) = &cli.cmd {
+        return demo(&cli);
     }
     let cfg = load(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
@@ -150,26 +164,66 @@ fn main() -> anyhow::Result<()> {
         let hf = holdfast_proxy::start(cfg).await?;
         if hf.embedded.is_some() {
             println!("holdfast: embedded replica set {} is running", hf.upstream);
+            println!("{}", holdfast_proxy::embedded::IN_MEMORY_NOTICE);
         }
-        println!(
-            "holdfast: listening on {}; connect with:\n\n    {}\n",
-            hf.listen_addr,
-            hf.client_uri()
-        );
+        // One address per line: with port 0, scripts read what was bound.
+        println!("holdfast: listening on {}", hf.listen_addr);
         if let Some(a) = hf.admin_addr {
-            println!("holdfast: metrics on http://{a}/metrics");
+            println!("holdfast: admin endpoint on {a} (http://{a}/metrics, /healthz, /readyz)");
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: draining (up to {:?})", drain);
-                hf.shutdown(drain).await;
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("SIGINT: exiting");
-                hf.shutdown(Duration::from_millis(100)).await;
+        println!("holdfast: connect with {}", hf.client_uri());
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    if let Err(e) = hf.reload() {
+                        tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the previous configuration");
+                    }
+                }
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: draining (up to {:?})", drain);
+                    hf.shutdown(drain).await;
+                    break;
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT: exiting");
+                    hf.shutdown(Duration::from_millis(100)).await;
+                    break;
+                }
             }
         }
         anyhow::Ok(())
     })
+}
+
+#[cfg(feature = "embedded-sim")]
+fn demo(cli: &Cli) -> anyhow::Result<()> {
+    let Some(Cmd::Demo {
+        connections,
+        stepdowns,
+        pause_secs,
+        election_ms,
+        legacy,
+    }) = &cli.cmd
+    else {
+        unreachable!("called for the demo subcommand")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDFAST_LOG")
+        .unwrap_or_else(|_| "error".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(holdfast_proxy::demo::run(
+        holdfast_proxy::demo::DemoConfig {
+            connections: *connections,
+            stepdowns: *stepdowns,
+            pause: Duration::from_secs(*pause_secs),
+            election_ms: *election_ms,
+            legacy: *legacy,
+        },
+    ))
 }

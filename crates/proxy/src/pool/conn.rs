@@ -1,0 +1,163 @@
+//! One backend connection: connect, handshake, send a frame, read a frame,
+//! and what the stall watchdog needs to cut it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use bytes::BytesMut;
+use holdfast_wire::{reply, Frame, FrameCodec, MsgFlags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+use super::BackendError;
+
+/// What the stall watchdog knows of one backend connection.
+pub(super) struct InFlight {
+    /// When the outstanding request was sent, as [`Clock::ms`]; 0 = none.
+    pub since_ms: AtomicU64,
+    /// Set by the watchdog before it shuts the socket down.
+    pub stalled: AtomicBool,
+    /// A second descriptor of the socket, to shut it down from the watchdog
+    /// while a request task is reading it.
+    socket: std::net::TcpStream,
+}
+
+impl InFlight {
+    /// Marks the request stalled and shuts the socket down: the task
+    /// reading it gets an error at once.
+    pub fn cut(&self) {
+        self.stalled.store(true, Ordering::Release);
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Milliseconds since the pools were made (≥ 1), to store instants in atomics.
+#[derive(Clone, Copy)]
+pub(super) struct Clock(pub Instant);
+
+impl Clock {
+    pub fn ms(self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.0).as_millis() as u64 + 1
+    }
+}
+
+/// One backend connection.
+pub struct BackendConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: FrameCodec,
+    pub(super) generation: u64,
+    pub(super) idle_since: Instant,
+    pub id: u64,
+    pub(super) inflight: Arc<InFlight>,
+}
+
+impl BackendConn {
+    /// Connects to `member` and runs holdfast's handshake, within `timeout`.
+    pub(super) async fn connect(
+        member: &str,
+        timeout: Duration,
+        generation: u64,
+        id: u64,
+    ) -> Result<BackendConn, BackendError> {
+        let err = |reason: String| BackendError::Connect {
+            member: member.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(member))
+            .await
+            .map_err(|_| err(format!("connect timed out after {timeout:?}")))?
+            .map_err(|e| err(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
+        // A duplicate descriptor for the watchdog (same socket).
+        let std_stream = stream.into_std().map_err(|e| err(e.to_string()))?;
+        let socket = std_stream.try_clone().map_err(|e| err(e.to_string()))?;
+        let stream = TcpStream::from_std(std_stream).map_err(|e| err(e.to_string()))?;
+        let mut conn = BackendConn {
+            stream,
+            buf: BytesMut::with_capacity(16 * 1024),
+            codec: FrameCodec::default(),
+            generation,
+            idle_since: Instant::now(),
+            id,
+            inflight: Arc::new(InFlight {
+                since_ms: AtomicU64::new(0),
+                stalled: AtomicBool::new(false),
+                socket,
+            }),
+        };
+        tokio::time::timeout(timeout, conn.handshake())
+            .await
+            .map_err(|_| err("handshake timed out".into()))?
+            .map_err(|e| err(format!("handshake failed: {e}")))?;
+        Ok(conn)
+    }
+
+    /// Each backend connection introduces itself with its own hello.
+    async fn handshake(&mut self) -> std::io::Result<Frame> {
+        let hello = doc! {
+            "hello": 1,
+            "client": {
+                "driver": {"name": "holdfast", "version": env!("CARGO_PKG_VERSION")},
+                "os": {"type": std::env::consts::OS},
+                "application": {"name": "holdfast"},
+            },
+            "$db": "admin",
+        };
+        let frame = reply::msg_reply_bytes(0, 0, MsgFlags::empty(), reply::document_bytes(&hello));
+        self.send(&frame).await?;
+        self.recv().await
+    }
+
+    /// The reply arrived: nothing outstanding.
+    pub fn end(&self) {
+        self.inflight.since_ms.store(0, Ordering::Release);
+    }
+
+    /// The watchdog shut this connection down: its member did not answer a
+    /// probe while a request waited.
+    pub fn stalled(&self) -> bool {
+        self.inflight.stalled.load(Ordering::Acquire)
+    }
+
+    /// Nothing left over from the last round trip.
+    pub(super) fn is_clean(&self) -> bool {
+        self.buf.is_empty() && !self.stalled()
+    }
+
+    /// Writes a whole frame.
+    pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
+        self.stream.write_all(frame.raw()).await
+    }
+
+    /// Reads one whole frame. Cancel-safe with respect to the stream only in
+    /// that a cancelled read leaves the connection unusable: callers drop it.
+    pub async fn recv(&mut self) -> Result<Frame, std::io::Error> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            let n = self.stream.read_buf(&mut self.buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed by the server",
+                ));
+            }
+        }
+    }
+
+    /// Idle and healthy: nothing to read and not closed.
+    pub(super) fn is_quiet(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}

@@ -1,0 +1,336 @@
+//! Legacy wire formats through holdfast, frame by frame: OP_QUERY commands
+//! and finds, OP_GET_MORE with `startingFrom`, OP_KILL_CURSORS from another
+//! connection, OP_INSERT/UPDATE/DELETE with getLastError (pipelined in the
+//! same write, as old drivers send it). holdfast-sim behind refuses all of
+//! these formats itself, like MongoDB 7.0.
+
+mod common;
+
+use bson::{doc, Document};
+use bytes::Bytes;
+use common::Harness;
+use futures::StreamExt;
+use holdfast_wire::legacy::{LegacyOp, OpDelete, OpGetMore, OpInsert, OpKillCursors, OpUpdate};
+use holdfast_wire::reply::document_bytes;
+use holdfast_wire::{Frame, FrameCodec, Limits, Message, OpQuery, OpReply, QueryFlags, ReplyFlags};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+struct Legacy {
+    frames: FramedRead<TcpStream, FrameCodec>,
+    next: i32,
+}
+
+fn query(ns: &str, q: Document, skip: i32, ret: i32, flags: QueryFlags) -> OpQuery {
+    OpQuery {
+        flags,
+        full_collection_name: ns.into(),
+        number_to_skip: skip,
+        number_to_return: ret,
+        query: document_bytes(&q),
+        return_fields_selector: None,
+    }
+}
+
+fn docs(r: &OpReply) -> Vec<Document> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < r.documents.len() {
+        let len = i32::from_le_bytes(r.documents[at..at + 4].try_into().unwrap()) as usize;
+        out.push(Document::from_reader(&r.documents[at..at + len]).unwrap());
+        at += len;
+    }
+    out
+}
+
+impl Legacy {
+    async fn connect(h: &Harness) -> Legacy {
+        let s = TcpStream::connect(&h.hf.listen_addr).await.unwrap();
+        Legacy {
+            frames: FramedRead::new(s, FrameCodec::default()),
+            next: 1,
+        }
+    }
+
+    fn id(&mut self) -> i32 {
+        self.next += 1;
+        self.next
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.frames.get_mut().write_all(bytes).await.unwrap();
+    }
+
+    fn query_bytes(&mut self, q: OpQuery) -> (i32, Vec<u8>) {
+        let id = self.id();
+        (id, Message::Query(q).to_frame(id, 0).raw().to_vec())
+    }
+
+    fn op_bytes(&mut self, op: LegacyOp) -> Vec<u8> {
+        let id = self.id();
+        op.encode(id)
+    }
+
+    async fn reply(&mut self, to: i32) -> OpReply {
+        let f: Frame = tokio::time::timeout(std::time::Duration::from_secs(20), self.frames.next())
+            .await
+            .expect("a reply")
+            .expect("open")
+            .unwrap();
+        assert_eq!(f.response_to(), to);
+        match f.parse(&Limits::default()).unwrap() {
+            Message::Reply(r) => r,
+            other => panic!("not an OP_REPLY: {other:?}"),
+        }
+    }
+
+    async fn query(&mut self, q: OpQuery) -> OpReply {
+        let (id, b) = self.query_bytes(q);
+        self.write(&b).await;
+        self.reply(id).await
+    }
+
+    async fn command(&mut self, db: &str, cmd: Document) -> Document {
+        let r = self
+            .query(query(
+                &format!("{db}.$cmd"),
+                cmd,
+                0,
+                -1,
+                QueryFlags::empty(),
+            ))
+            .await;
+        assert!(r.response_flags.contains(ReplyFlags::AWAIT_CAPABLE));
+        docs(&r).remove(0)
+    }
+
+    /// A legacy write and a getLastError in the same socket write.
+    async fn write_then_gle(&mut self, op: LegacyOp, gle: Document) -> Document {
+        let mut b = self.op_bytes(op);
+        let (id, g) = self.query_bytes(query("app.$cmd", gle, 0, -1, QueryFlags::empty()));
+        b.extend_from_slice(&g);
+        self.write(&b).await;
+        docs(&self.reply(id).await).remove(0)
+    }
+}
+
+fn insert_op(coll: &str, ds: &[Document], flags: i32) -> LegacyOp {
+    let mut b = Vec::new();
+    for d in ds {
+        b.extend_from_slice(&document_bytes(d));
+    }
+    LegacyOp::Insert(OpInsert {
+        flags,
+        full_collection_name: format!("app.{coll}"),
+        documents: Bytes::from(b),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_query_commands_are_answered_in_band() {
+    let h = Harness::start().await;
+    let mut c = Legacy::connect(&h).await;
+    let hello = c.command("admin", doc! {"isMaster": 1}).await;
+    assert_eq!(hello.get_str("msg").unwrap(), "isdbgrid");
+    let r = c
+        .command(
+            "app",
+            doc! {"insert": "cmds", "documents": [{"_id": 1}, {"_id": 2}]},
+        )
+        .await;
+    assert_eq!(r.get_i32("n").unwrap(), 2, "{r}");
+    let r = c
+        .command(
+            "app",
+            doc! {"$query": {"count": "cmds"}, "$readPreference": {"mode": "primary"}},
+        )
+        .await;
+    assert_eq!(r.get_i32("n").unwrap(), 2, "{r}");
+    let r = c.command("app", doc! {"ping": 1, "$db": "other"}).await;
+    assert_eq!(r.get_i32("code").unwrap(), 40621, "{r}");
+    let r = c.command("app", doc! {"nosuchcommand": 1}).await;
+    assert_eq!(
+        r.get_i32("code").unwrap(),
+        59,
+        "the server's error, in-band: {r}"
+    );
+    let n = c.command("admin", doc! {"getnonce": 1}).await;
+    assert_eq!(n.get_str("nonce").unwrap().len(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_finds_get_more_and_kill_cursors() {
+    let h = Harness::start().await;
+    let mut c = Legacy::connect(&h).await;
+    let ds: Vec<Document> = (0..10).map(|i| doc! {"_id": i, "n": i}).collect();
+    c.command("app", doc! {"insert": "f", "documents": ds})
+        .await;
+    // numberToReturn 4: a batch of 4, a cursor.
+    let q = query(
+        "app.f",
+        doc! {"$query": {}, "$orderby": {"n": 1}},
+        1,
+        4,
+        QueryFlags::empty(),
+    );
+    let r = c.query(q).await;
+    assert!(r.response_flags.contains(ReplyFlags::AWAIT_CAPABLE));
+    let first: Vec<i32> = docs(&r).iter().map(|d| d.get_i32("n").unwrap()).collect();
+    assert_eq!(first, vec![1, 2, 3, 4], "skip 1, batch of 4");
+    assert_ne!(r.cursor_id, 0);
+    let cursor = r.cursor_id;
+    let gm = |ret| {
+        LegacyOp::GetMore(OpGetMore {
+            full_collection_name: "app.f".into(),
+            number_to_return: ret,
+            cursor_id: cursor,
+        })
+    };
+    let b = c.op_bytes(gm(3));
+    let id = c.next;
+    c.write(&b).await;
+    let r = c.reply(id).await;
+    assert_eq!(r.starting_from, 4, "startingFrom counts what came before");
+    assert_eq!(docs(&r).len(), 3);
+    // Killed from another connection (OP_KILL_CURSORS names no namespace).
+    let mut other = Legacy::connect(&h).await;
+    let k = other.op_bytes(LegacyOp::KillCursors(OpKillCursors {
+        cursor_ids: vec![cursor],
+    }));
+    other.write(&k).await;
+    let _ = other.command("admin", doc! {"ping": 1}).await; // the kill ran before this
+    let b = c.op_bytes(gm(3));
+    let id = c.next;
+    c.write(&b).await;
+    let r = c.reply(id).await;
+    assert!(
+        r.response_flags.contains(ReplyFlags::CURSOR_NOT_FOUND),
+        "{:?}",
+        r.response_flags
+    );
+    assert_eq!(r.number_returned, 0);
+    // numberToReturn -2 and 1: a limit, one batch, no cursor.
+    for (ret, want) in [(-2, 2), (1, 1)] {
+        let r = c
+            .query(query("app.f", doc! {}, 0, ret, QueryFlags::empty()))
+            .await;
+        assert_eq!((docs(&r).len(), r.cursor_id), (want, 0));
+    }
+    // A failure is QueryFailure with $err and code.
+    let r = c
+        .query(query(
+            "app.f",
+            doc! {"$query": {}, "$bogus": 1},
+            0,
+            0,
+            QueryFlags::empty(),
+        ))
+        .await;
+    assert!(r.response_flags.contains(ReplyFlags::QUERY_FAILURE));
+    assert_eq!(docs(&r)[0].get_i32("code").unwrap(), 2);
+    // Exhaust is refused clearly.
+    let r = c
+        .query(query("app.f", doc! {}, 0, 0, QueryFlags::EXHAUST))
+        .await;
+    assert!(r.response_flags.contains(ReplyFlags::QUERY_FAILURE));
+    assert!(docs(&r)[0].get_str("$err").unwrap().contains("exhaust"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_writes_and_get_last_error() {
+    let h = Harness::start().await;
+    let mut c = Legacy::connect(&h).await;
+    let gle = doc! {"getlasterror": 1, "w": "majority", "wtimeout": 5000};
+    let r = c
+        .write_then_gle(
+            insert_op("w", &[doc! {"_id": 1}, doc! {"_id": 2}], 0),
+            gle.clone(),
+        )
+        .await;
+    assert_eq!(r.get("err"), Some(&bson::Bson::Null), "{r}");
+    assert_eq!(r.get_f64("ok").unwrap(), 1.0);
+    // A duplicate key: err and code as MongoDB's getLastError gave them.
+    let r = c
+        .write_then_gle(insert_op("w", &[doc! {"_id": 1}], 0), gle.clone())
+        .await;
+    assert_eq!(r.get_i32("code").unwrap(), 11000, "{r}");
+    assert!(r.get_str("err").unwrap().contains("duplicate key"), "{r}");
+    // ContinueOnError: the rest of the batch goes in.
+    let r = c
+        .write_then_gle(
+            insert_op("w", &[doc! {"_id": 2}, doc! {"_id": 3}], 1),
+            gle.clone(),
+        )
+        .await;
+    assert_eq!(r.get_i32("code").unwrap(), 11000, "{r}");
+    let upsert = LegacyOp::Update(OpUpdate {
+        full_collection_name: "app.w".into(),
+        flags: 1,
+        selector: document_bytes(&doc! {"_id": 100}),
+        update: document_bytes(&doc! {"$set": {"x": 1}}),
+    });
+    let r = c.write_then_gle(upsert, gle.clone()).await;
+    assert_eq!(r.get_i64("n").unwrap(), 1, "{r}");
+    assert!(!r.get_bool("updatedExisting").unwrap());
+    assert_eq!(r.get_i32("upserted").unwrap(), 100);
+    let multi = LegacyOp::Update(OpUpdate {
+        full_collection_name: "app.w".into(),
+        flags: 2,
+        selector: document_bytes(&doc! {}),
+        update: document_bytes(&doc! {"$set": {"y": 1}}),
+    });
+    let r = c.write_then_gle(multi, gle.clone()).await;
+    assert_eq!(r.get_i64("n").unwrap(), 4, "{r}");
+    assert!(r.get_bool("updatedExisting").unwrap());
+    let del = LegacyOp::Delete(OpDelete {
+        full_collection_name: "app.w".into(),
+        flags: 1,
+        selector: document_bytes(&doc! {}),
+    });
+    let r = c.write_then_gle(del, gle.clone()).await;
+    assert_eq!(r.get_i64("n").unwrap(), 1, "SingleRemove: {r}");
+    // A getLastError on its own reads the same state again.
+    let again = c.command("app", doc! {"getLastError": 1}).await;
+    assert_eq!(again.get_i64("n").unwrap(), 1);
+    let count = c.command("app", doc! {"count": "w"}).await;
+    assert_eq!(count.get_i32("n").unwrap(), 3, "{count}");
+    // Nothing was sent to the client for the writes themselves: the next
+    // reply is for the next request.
+    let r = c.command("admin", doc! {"ping": 1}).await;
+    assert_eq!(r.get_f64("ok").unwrap(), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_writes_in_flight_at_a_stepdown_are_applied_once() {
+    let h = Harness::start().await;
+    let mut c = Legacy::connect(&h).await;
+    c.command(
+        "app",
+        doc! {"insert": "s", "documents": [{"_id": 1, "n": 0}]},
+    )
+    .await;
+    let old = h.primary();
+    h.rs.set_latency(old, std::time::Duration::from_millis(1000));
+    let inc = LegacyOp::Update(OpUpdate {
+        full_collection_name: "app.s".into(),
+        flags: 0,
+        selector: document_bytes(&doc! {"_id": 1}),
+        update: document_bytes(&doc! {"$inc": {"n": 1}}),
+    });
+    let step_down = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        h.rs.step_down(10, true).await.unwrap();
+    };
+    let (r, ()) = tokio::join!(
+        c.write_then_gle(inc, doc! {"getlasterror": 1, "w": "majority"}),
+        step_down
+    );
+    h.rs.set_latency(old, std::time::Duration::ZERO);
+    assert_eq!(r.get("err"), Some(&bson::Bson::Null), "{r}");
+    assert_eq!(r.get_i64("n").unwrap(), 1);
+    let q = c
+        .query(query("app.s", doc! {"_id": 1}, 0, 1, QueryFlags::empty()))
+        .await;
+    assert_eq!(docs(&q)[0].get_i32("n").unwrap(), 1, "applied once");
+}
