@@ -11,7 +11,14 @@
 #   .venv/py4   pymongo 4.x (latest), backports.zstd, mockupdb, pytest, zstandard, python-snappy
 #   .venv/py3   pymongo==3.12.3, pytest            (3.12.3 has no cp311 wheel: built from the sdist)
 #   tests/clients/node/node_modules   mongodb 6.x, mongosh 2.x (from package.json / package-lock.json)
-#   Debian packages listed in DEBIAN_PACKAGES below (prometheus with promtool, haproxy)
+#   Debian packages listed in DEBIAN_PACKAGES below (prometheus with promtool, haproxy, and
+#               the legacy drivers' Go and Java packages)
+#   legacy drivers, for the legacy-opcode tests (tests/clients/legacy):
+#     .venv/py36                        pymongo==3.6.1, pure Python (its C extensions are removed)
+#     tests/clients/legacy/node2, node3 mongodb 2.2.36 and 3.7.x (npm ci from package-lock.json)
+#     tests/clients/legacy/build/       mgo-client (mgo r2016.08.01), godriver-client (Go driver
+#                                       1.8.4), java/ (LegacyClient, Java driver 3.6.3): built
+#                                       offline from Debian's packages
 #
 # Environment:
 #   PYTHON=...         interpreter used to create the virtualenvs (default: python3)
@@ -25,6 +32,9 @@ PYTHON="${PYTHON:-python3}"
 FORCE="${FORCE:-0}"
 VENV_DIR="$REPO/.venv"
 NODE_DIR="$REPO/tests/clients/node"
+LEGACY_DIR="$REPO/tests/clients/legacy"
+LEGACY_BUILD="$LEGACY_DIR/build"
+JAVA_DRIVER_JAR=/usr/share/java/mongo-java-driver.jar   # from libmongodb-java (driver, core and bson)
 
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -37,6 +47,7 @@ export npm_config_yes=true npm_config_fund=false npm_config_audit=false npm_conf
 PY4_REQS=("pymongo>=4,<5" "backports.zstd; python_version < '3.14'" "mockupdb" "pytest" "zstandard" "kubernetes-validate" "pyyaml")
 PY4_OPTIONAL=("python-snappy")            # installed if it installs; tests skip snappy otherwise
 PY3_REQS=("pymongo==3.12.3" "pytest")
+PY36_REQS=("pymongo==3.6.1")
 
 # ---------------------------------------------------------------------------------------
 # Debian packages. Other parts of the project add their packages here (e.g. prometheus,
@@ -45,6 +56,12 @@ PY3_REQS=("pymongo==3.12.3" "pytest")
 DEBIAN_PACKAGES=(
     prometheus
     haproxy
+    # legacy drivers (tests/clients/legacy): Go 1.19 with mgo (2016) and the Go driver 1.8.4
+    # as GOPATH sources, the Java driver 3.6.3 as jars in /usr/share/java
+    golang-go
+    golang-gopkg-mgo.v2-dev
+    golang-mongodb-mongo-driver-dev
+    libmongodb-java
 )
 # ---------------------------------------------------------------------------------------
 
@@ -118,7 +135,7 @@ PYVER="$("$PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
 make_venv() {
     local name="$1" check="$2"; shift 2
     local dir="$VENV_DIR/$name" stamp="$VENV_DIR/$name/.holdfast-stamp"
-    local want; want="$(hash_of "$PYVER" "$@" "${OPTIONAL[@]}")"
+    local want; want="$(hash_of "$PYVER" "$@" "${OPTIONAL[@]}" ${POST_INSTALL:+"$POST_INSTALL"})"
     if [ "$FORCE" != 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
         && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
         CREATED=0
@@ -137,6 +154,9 @@ make_venv() {
             log "optional $o did not install into $dir; continuing without it"
         fi
     done
+    if [ -n "${POST_INSTALL:-}" ]; then
+        "$POST_INSTALL" "$dir" || die "$dir: $POST_INSTALL failed"
+    fi
     "$dir/bin/python" -c "$check" || die "$dir: import check failed after install"
     echo "$want" >"$stamp"
 }
@@ -151,9 +171,12 @@ for d in dists:
         v = version(d)
     except PackageNotFoundError:
         v = "not installed"
-    if venv == "py3" and d == "pymongo":
+    if venv in ("py3", "py36") and d == "pymongo":
         import pymongo
-        v += " (C extensions)" if pymongo.has_c() else " (pure Python: C extensions did not build)"
+        if pymongo.has_c():
+            v += " (C extensions)"
+        else:
+            v += " (pure Python)" if venv == "py36" else " (pure Python: C extensions did not build)"
     print("%-28s %s" % (venv + ":" + d, v))
 EOF
 }
@@ -186,9 +209,28 @@ OPTIONAL=()
 make_venv py3 'import pymongo, pytest; assert pymongo.version == "3.12.3", pymongo.version' \
     "${PY3_REQS[@]}"
 
+# pymongo 3.6.1 (a legacy driver: never OP_MSG). Its C extensions build on Python >= 3.10 but
+# fail at run time (SystemError: PY_SSIZE_T_CLEAN macro must be defined), so they are
+# deleted after the install and pymongo falls back to its pure-Python BSON and messages.
+pymongo_pure_python() {
+    find "$1" \( -name '_cmessage*.so' -o -name '_cbson*.so' \) -print -delete >&2
+}
+POST_INSTALL=pymongo_pure_python
+make_venv py36 'import pymongo, bson
+from bson.codec_options import DEFAULT_CODEC_OPTIONS
+from pymongo import message
+assert pymongo.version == "3.6.1", pymongo.version
+assert not pymongo.has_c() and not bson.has_c(), "C extensions still present"
+assert bson.BSON(bson.BSON.encode({"a": "x", "n": 1})).decode() == {"a": "x", "n": 1}
+message.query(0, "admin.$cmd", 0, -1, {"ismaster": 1}, None, DEFAULT_CODEC_OPTIONS)
+pymongo.MongoClient("mongodb://127.0.0.1:1/", connect=False).close()' \
+    "${PY36_REQS[@]}"
+POST_INSTALL=
+
 report "python" "$PYVER ($("$PYTHON" -c 'import sys; print(sys.executable)'))"
 report_venv py4 pymongo mockupdb pytest zstandard backports.zstd python-snappy
 report_venv py3 pymongo pytest
+report_venv py36 pymongo
 
 # ---------------------------------------------------------------------------------------
 # Node clients (tests/clients/node): mongodb driver 6.x and mongosh 2.x
@@ -219,5 +261,69 @@ msh_ver="$(cd "$NODE_DIR" && node -p 'require("mongosh/package.json").version')"
 # run the real binary too (catches a broken install, not just a present package.json)
 "$NODE_DIR/node_modules/.bin/mongosh" --version >/dev/null 2>&1 || die "mongosh --version failed"
 report "node:mongosh" "$msh_ver"
+
+# ---------------------------------------------------------------------------------------
+# Legacy drivers (tests/clients/legacy): the old drivers whose wire formats holdfast
+# translates. Each is installed or built from what is committed here and Debian's
+# packages, with no network beyond npm and Debian (no Go module proxy, no Maven).
+
+# stamped NAME WANT CHECK_CMD...: true when NAME's stamp says WANT and CHECK_CMD succeeds.
+stamped() {
+    local stamp="$LEGACY_BUILD/.$1-stamp" want="$2"; shift 2
+    [ "$FORCE" != 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$@" >/dev/null 2>&1
+}
+stamp() { mkdir -p "$LEGACY_BUILD" && echo "$2" >"$LEGACY_BUILD/.$1-stamp"; }
+deb_version() { dpkg-query -W -f='${Version}' "$1"; }
+
+# Node drivers 2.2.36 and 3.7.x, each in its own folder from its package-lock.json.
+for d in node2 node3; do
+    dir="$LEGACY_DIR/$d"
+    [ -f "$dir/package-lock.json" ] || die "$dir/package-lock.json missing"
+    want="$(hash_of "$(node --version)" "$(cat "$dir/package.json" "$dir/package-lock.json")")"
+    if ! stamped "$d" "$want" test -f "$dir/node_modules/mongodb/package.json"; then
+        log "npm ci in $dir"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2) || die "npm ci failed in $dir"
+        stamp "$d" "$want"
+    fi
+    report "legacy:$d:mongodb" "$(cd "$dir" && node -p 'require("mongodb/package.json").version')"
+done
+
+# Go programs, built in GOPATH mode against Debian's sources in /usr/share/gocode (Debian
+# ships them that way; a module build would need the module proxy).
+command -v go >/dev/null || die "go not found (Debian package golang-go)"
+go_build() {   # go_build NAME DEB: builds $LEGACY_DIR/NAME/main.go into build/NAME-client
+    local name="$1" deb="$2" out="$LEGACY_BUILD/$1-client"
+    local want; want="$(hash_of "$(go version)" "$deb $(deb_version "$deb")" "$(cat "$LEGACY_DIR/$name/main.go")")"
+    if ! stamped "$name" "$want" test -x "$out"; then
+        log "go build $out"
+        mkdir -p "$LEGACY_BUILD"
+        (cd "$LEGACY_DIR" && GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= \
+            GOCACHE="$LEGACY_BUILD/go-cache" go build -o "$out" "./$name" >&2) \
+            || die "go build of $LEGACY_DIR/$name failed"
+        stamp "$name" "$want"
+    fi
+    report "legacy:$name" "$deb $(deb_version "$deb") -> ${out#"$REPO/"}"
+}
+report "go" "$(go version | cut -d' ' -f3)"
+go_build mgo golang-gopkg-mgo.v2-dev
+go_build godriver golang-mongodb-mongo-driver-dev
+
+# Java: LegacyClient compiled against the Java driver 3.6.3 jar. libmongodb-java brings a
+# Java runtime; the compiler comes from default-jdk-headless if no javac is on the PATH.
+command -v javac >/dev/null || apt_install default-jdk-headless
+command -v javac >/dev/null || die "javac not found (Debian package default-jdk-headless)"
+[ -f "$JAVA_DRIVER_JAR" ] || die "$JAVA_DRIVER_JAR missing (dpkg -L libmongodb-java)"
+java_out="$LEGACY_BUILD/java"
+javac_version="$(javac -version 2>&1 | cut -d' ' -f2)"
+java_want="$(hash_of "$javac_version" "$(deb_version libmongodb-java)" "$(cat "$LEGACY_DIR/java/LegacyClient.java")")"
+if ! stamped java "$java_want" test -f "$java_out/LegacyClient.class"; then
+    log "javac $LEGACY_DIR/java/LegacyClient.java"
+    rm -rf "$java_out" && mkdir -p "$java_out"
+    javac -nowarn -cp "$JAVA_DRIVER_JAR" -d "$java_out" "$LEGACY_DIR/java/LegacyClient.java" >&2 \
+        || die "javac of LegacyClient.java failed"
+    stamp java "$java_want"
+fi
+report "javac" "$javac_version"
+report "legacy:java" "libmongodb-java $(deb_version libmongodb-java) -> ${java_out#"$REPO/"}"
 
 log "all test dependencies installed"

@@ -1,7 +1,9 @@
 """Fixtures that start holdfast-sim and holdfast as separate processes on
-free loopback ports, wait for readiness, and stop them by PID."""
+ephemeral loopback ports (port 0: each binary prints the addresses it bound,
+which the fixtures read), wait for readiness, and stop them by PID."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +21,8 @@ NODE_DIR = os.path.join(REPO, "tests", "clients", "node")
 
 
 def free_port_block(n):
-    """A base port p with p..p+n-1 all free on 127.0.0.1."""
+    """A base port p with p..p+n-1 all free on 127.0.0.1 (for programs that
+    cannot report an ephemeral port, such as Prometheus)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -55,9 +58,27 @@ def wait_until(pred, timeout, what):
 
 
 class Proc:
-    def __init__(self, args, log):
+    def __init__(self, args, log, env=None):
+        self.path = log
         self.log = open(log, "w")
-        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+
+    def printed(self, pattern, timeout=30):
+        """The first match of `pattern` (a regex, whole line) in what the
+        process printed, waiting for it up to `timeout` seconds."""
+        rx = re.compile(pattern)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.path) as f:
+                for line in f:
+                    m = rx.fullmatch(line.rstrip("\n"))
+                    if m:
+                        return m
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{self.path}: exited ({self.p.returncode}) before printing {pattern!r}:\n"
+                                   + open(self.path).read()[-2000:])
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.path}: {pattern!r} not printed within {timeout}s")
 
     def stop(self):
         if self.p.poll() is None:
@@ -71,16 +92,22 @@ class Proc:
 
 
 class Sim:
-    def __init__(self, tmp, members=3, election_ms=1500):
-        self.base = free_port_block(members)
-        self.members = [f"127.0.0.1:{self.base + i}" for i in range(members)]
-        self.uri = "mongodb://" + ",".join(self.members) + "/?replicaSet=rs0"
-        self.proc = Proc([os.path.join(BIN, "holdfast-sim"), "--members", str(members), "--port", str(self.base),
-                          "--set-name", "rs0", "--election-ms", str(election_ms)], os.path.join(tmp, "sim.log"))
+    """`args` are extra holdfast-sim flags (--auth, --user, --tls-...);
+    `client_kw` are the pymongo options the fixture's own clients need
+    (tls=True, tlsCAFile=...)."""
+
+    def __init__(self, tmp, members=3, election_ms=1500, args=(), client_kw=None):
+        self.client_kw = dict(client_kw or {})
+        log = os.path.join(tmp, f"sim-{time.monotonic_ns()}.log")
+        self.proc = Proc([os.path.join(BIN, "holdfast-sim"), "--members", str(members), "--port", "0",
+                          "--set-name", "rs0", "--election-ms", str(election_ms)] + list(args), log)
+        self.uri = self.proc.printed(r"(mongodb://\S+)").group(1)
+        self.members = [self.proc.printed(rf"member {i}: (\S+) \w+").group(1) for i in range(members)]
         wait_until(lambda: self.primary() is not None, 20, "holdfast-sim")
 
     def direct(self, addr, **kw):
-        return pymongo.MongoClient(addr, directConnection=True, serverSelectionTimeoutMS=3000, **kw)
+        return pymongo.MongoClient(addr, directConnection=True, serverSelectionTimeoutMS=3000,
+                                   **dict(self.client_kw, **kw))
 
     def hello(self, addr):
         with self.direct(addr) as c:
@@ -124,16 +151,18 @@ class Sim:
 
 
 class Holdfast:
-    def __init__(self, tmp, upstream, *extra):
-        port = free_port_block(1)
-        admin = free_port_block(1)
-        self.addr = f"127.0.0.1:{port}"
-        self.admin = f"127.0.0.1:{admin}"
-        self.uri = f"mongodb://{self.addr}/"
-        args = [os.path.join(BIN, "holdfast"), "--listen", self.addr, "--admin-listen", self.admin]
+    """holdfast on ephemeral ports. `extra` arguments come after ours, so a
+    test may override --listen or --admin-listen."""
+
+    def __init__(self, tmp, upstream, *extra, env=None):
+        args = [os.path.join(BIN, "holdfast"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         if upstream:
             args += ["--upstream", upstream]
-        self.proc = Proc(args + list(extra), os.path.join(tmp, f"holdfast-{port}.log"))
+        log = os.path.join(tmp, f"holdfast-{time.monotonic_ns()}.log")
+        self.proc = Proc(args + list(extra), log, env=env)
+        self.addr = self.proc.printed(r"holdfast: listening on (\S+)").group(1)
+        self.admin = self.proc.printed(r"holdfast: admin endpoint on (\S+) .*").group(1)
+        self.uri = f"mongodb://{self.addr}/"
         wait_until(lambda: self.http("/readyz")[0] == 200, 30, "holdfast")
 
     def http(self, path):

@@ -1,4 +1,4 @@
-"""Issue 4: real clients through holdfast (no replicaSet= in their URI)."""
+"""Real clients through holdfast (no replicaSet= in their URI)."""
 import json
 import os
 import socket

@@ -1,4 +1,4 @@
-"""Issue 5: design.md's failover table, one test per row, plus the seed
+"""The failover contract (docs/failover.md), one test per row, plus the seed
 scenario, mixed legacy reads and writes, a modern client and a blackholed
 primary. Real pymongo clients against holdfast and holdfast-sim processes."""
 import threading

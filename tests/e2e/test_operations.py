@@ -1,7 +1,8 @@
-"""Issue 6: metrics scraped by a real Prometheus, promtool, graceful drain,
+"""Operating holdfast: metrics scraped by a real Prometheus, promtool, graceful drain,
 configuration precedence and redaction, JSON logs."""
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -12,7 +13,7 @@ import urllib.request
 import pymongo
 import pytest
 
-from conftest import BIN, REPO, Holdfast, free_port_block, wait_until
+from conftest import BIN, REPO, Holdfast, Proc, free_port_block, wait_until
 
 
 def test_metrics_pass_promtool(proxy):
@@ -124,19 +125,19 @@ def test_password_never_appears_in_logs(tmp_path, sim):
 
 
 def test_flags_beat_environment_beat_file(tmp_path, sim):
-    a, b, c = (free_port_block(1) for _ in range(3))
+    # Three loopback addresses (ephemeral ports) tell the sources apart.
     cfg = tmp_path / "h.toml"
-    cfg.write_text(f'listen = "127.0.0.1:{a}"\nadmin_listen = ""\nupstream = "{sim.uri}"\n')
-    env = dict(os.environ, HOLDFAST_LISTEN=f"127.0.0.1:{b}")
-    for extra, port in [([], b), (["--listen", f"127.0.0.1:{c}"], c)]:
-        p = subprocess.Popen([os.path.join(BIN, "holdfast"), "--config", str(cfg)] + extra, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg.write_text(f'listen = "127.0.0.1:0"\nadmin_listen = ""\nupstream = "{sim.uri}"\n')
+    env = dict(os.environ, HOLDFAST_LISTEN="127.0.0.2:0")
+    for extra, host in [([], "127.0.0.2"), (["--listen", "127.0.0.3:0"], "127.0.0.3")]:
+        proc = Proc([os.path.join(BIN, "holdfast"), "--config", str(cfg)] + extra,
+                    str(tmp_path / f"holdfast-{host}.log"), env=env)
         try:
-            wait_until(lambda: pymongo.MongoClient(f"127.0.0.1:{port}", serverSelectionTimeoutMS=500).admin.command("ping"),
-                       20, f"holdfast on {port}")
+            addr = proc.printed(r"holdfast: listening on (\S+)").group(1)
+            assert addr.startswith(host + ":"), addr
+            pymongo.MongoClient(addr, serverSelectionTimeoutMS=5000).admin.command("ping")
         finally:
-            p.terminate()
-            p.wait(10)
+            proc.stop()
 
 
 def test_json_logs_carry_the_client_peer(tmp_path, sim):
@@ -159,9 +160,8 @@ def test_json_logs_carry_the_client_peer(tmp_path, sim):
 
 def test_unix_socket_listener(tmp_path, sim):
     sock = str(tmp_path / "holdfast.sock")
-    admin = free_port_block(1)
     p = subprocess.Popen([os.path.join(BIN, "holdfast"), "--upstream", sim.uri, "--listen", f"unix:{sock}",
-                          "--admin-listen", f"127.0.0.1:{admin}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          "--admin-listen", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         uri = "mongodb://" + urllib.parse.quote(sock, safe="")
         wait_until(lambda: pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping"), 20, "unix socket")
@@ -171,3 +171,28 @@ def test_unix_socket_listener(tmp_path, sim):
     finally:
         p.terminate()
         p.wait(10)
+
+
+def metric_families_in_docs():
+    """Every `holdfast_*` name in the metrics table of docs/operations.md."""
+    text = open(os.path.join(REPO, "docs", "operations.md")).read()
+    table = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    return sorted(set(re.findall(r"^\| `(holdfast_[a-z_]+)`", table, re.M)))
+
+
+def test_a_fresh_holdfast_exports_every_documented_family(tmp_path, sim):
+    h = Holdfast(str(tmp_path), sim.uri)
+    try:
+        families = metric_families_in_docs()
+        assert len(families) >= 25, families
+        wait_until(lambda: "member=" in h.http("/metrics")[1], 10, "member-labelled series")
+        text = h.http("/metrics")[1]
+        missing = [f for f in families if f"# TYPE {f} " not in text]
+        assert not missing, missing
+        # Known label values are there at zero before anything happened.
+        assert 'holdfast_replays_total{class="read",outcome="network"} 0' in text
+        assert 'holdfast_client_connections_closed_total{reason="frame_timeout"} 0' in text
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        h.stop()

@@ -1,4 +1,4 @@
-"""Issue 5 scenarios: the seed scenario (600 legacy connections through
+"""Failover scenarios: the seed scenario (600 legacy connections through
 three stepdowns and a shutdown), mixed legacy reads and writes, a modern
 client, and a blackholed primary. Counts are printed (pytest -s shows them)."""
 import json

@@ -1,4 +1,4 @@
-"""Issue 3: real drivers accept holdfast-sim as a MongoDB replica set."""
+"""Real drivers accept holdfast-sim as a MongoDB replica set."""
 import json
 import os
 

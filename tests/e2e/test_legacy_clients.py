@@ -1,0 +1,83 @@
+"""Legacy clients through holdfast: every old driver does CRUD, a cursor
+over several batches, an early kill, a duplicate key reported its own way,
+a count, an upsert and a delete — through holdfast in front of holdfast-sim,
+which refuses their wire formats (test_legacy_refused.py)."""
+import pytest
+
+from legacy_clients import DRIVERS, assert_crud_ok, run_client
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_crud_through_holdfast(proxy, driver):
+    out = run_client(driver, proxy.uri, "crud")
+    assert_crud_ok(out)
+    print(driver, out["driver"], out.get("dup"))
+
+
+# pymongo 3.12 announced wire version 3 (MongoDB 3.0) uses OP_QUERY finds,
+# OP_GET_MORE and OP_KILL_CURSORS, and legacy opcodes for w:0 writes; at 5
+# (3.4) commands over OP_QUERY.
+@pytest.mark.parametrize("wire", [3, 5])
+def test_pymongo_312_at_old_wire_versions(make_sim, make_proxy, wire):
+    sim = make_sim()
+    proxy = make_proxy(sim.uri, f"advertise_max_wire_version = {wire}\n")
+    out = run_client("py312", proxy.uri, "crud")
+    assert_crud_ok(out)
+    legacy = proxy.metric("holdfast_legacy_requests_total")
+    assert legacy > 0, "the driver used legacy formats"
+    if wire == 3:
+        for op in ["op_query_find", "op_get_more", "op_kill_cursors"]:
+            assert proxy.metric("holdfast_legacy_requests_total", opcode=op) >= 1, op
+    assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
+
+
+@pytest.mark.parametrize("driver", ["py36", "node2", "node3", "mgo"])
+def test_legacy_drivers_at_wire_version_3(make_sim, make_proxy, driver):
+    sim = make_sim()
+    proxy = make_proxy(sim.uri, "advertise_max_wire_version = 3\n")
+    assert_crud_ok(run_client(driver, proxy.uri, "crud"))
+    # Below wire version 4 (MongoDB 3.2) drivers query with OP_QUERY and
+    # continue with OP_GET_MORE.
+    used = {op: proxy.metric("holdfast_legacy_requests_total", opcode=op)
+            for op in ["op_query_command", "op_query_find", "op_get_more", "op_kill_cursors",
+                       "op_insert", "op_update", "op_delete"]}
+    print(driver, used)
+    assert used["op_query_find"] >= 1 and used["op_get_more"] >= 1, used
+    assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
+
+
+# Below wire version 2 (MongoDB 2.6) drivers write with OP_INSERT, OP_UPDATE
+# and OP_DELETE, each followed by a getLastError in the same socket write.
+@pytest.mark.parametrize("driver", ["node2", "mgo"])
+def test_legacy_write_opcodes_with_get_last_error(make_sim, make_proxy, driver):
+    sim = make_sim()
+    proxy = make_proxy(sim.uri, "advertise_max_wire_version = 1\n")
+    assert_crud_ok(run_client(driver, proxy.uri, "crud"))
+    for op in ["op_insert", "op_update", "op_delete"]:
+        assert proxy.metric("holdfast_legacy_requests_total", opcode=op) >= 1, op
+    assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
+
+
+def test_legacy_readers_see_no_errors_across_failovers(sim, proxy):
+    """pymongo 3.6.1 and mgo readers (never OP_MSG) through three stepdowns
+    and a shutdown of the primary: every read answered."""
+    import threading
+    from test_scenarios import failovers
+
+    results = {}
+
+    def run(driver):
+        results[driver] = run_client(driver, proxy.uri, "read-loop", 16, 16)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in ("py36", "mgo", "node2")]
+    for t in threads:
+        t.start()
+    failovers(sim, stepdowns=3, shutdown=True, pause=2.5)
+    for t in threads:
+        t.join(120)
+    print("legacy readers:", {d: (r.get("reads"), r.get("errors")) for d, r in results.items()})
+    for driver, r in results.items():
+        assert "error" not in r, (driver, r)
+        assert r["errors"] == 0, (driver, r["first_errors"])
+        assert r["reads"] > 100, (driver, r)
+    assert proxy.metric("holdfast_legacy_requests_total", opcode="op_query_command") > 100
