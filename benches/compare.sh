@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# holdfast vs. direct vs. HAProxy, side by side, in one run (issue 7).
+# holdfast vs. direct vs. HAProxy, side by side, in one run.
 #
 #   benches/compare.sh
 #
