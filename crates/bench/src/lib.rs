@@ -17,7 +17,7 @@ use tokio_util::codec::Decoder;
 
 /// Placeholder Int64 written where a per-request value (an `_id`) goes; its
 /// offset in the encoded frame is found once and patched on every send.
-const SLOT: i64 = 0x5A5A_1234_5678_9ABC;
+pub const SLOT: i64 = 0x5A5A_1234_5678_9ABC;
 
 /// One pre-encoded request: the frame bytes and the offset of the patchable
 /// Int64, if any.

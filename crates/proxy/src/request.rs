@@ -18,7 +18,7 @@ use crate::failover::{self, Attempt, Decision, Failure, Pin, Resend};
 use crate::gate::GateError;
 use crate::metrics::{self as m, RequestMetrics};
 use crate::pool::{BackendError, Pools};
-use crate::read_preference::{self, ReadPreference};
+use crate::read_preference::{self, Mode, ReadPreference};
 use crate::replies::{self, HoldfastError, Replies};
 use crate::router::{Reads, Route, Router};
 use crate::sessions::{Lease, Sessions};
@@ -317,16 +317,21 @@ impl<'a> Request<'a> {
         if route.held > Duration::ZERO {
             info!(parent: self.span, command = self.view.name, member = %route.target.member, action = "held", held_ms = route.held.as_millis() as u64, "request held until a primary was known");
         }
-        match (self.max_time, self.held_total.is_zero()) {
+        let left = match (self.max_time, self.held_total.is_zero()) {
             (Some(deadline), false) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return None;
                 }
-                Some(with_max_time_ms(&self.out, left).unwrap_or_else(|| self.out.clone()))
+                Some(left)
             }
-            _ => Some(self.out.clone()),
+            _ => None,
+        };
+        if left.is_none() && !route.needs_secondary_ok {
+            return Some(self.out.clone());
         }
+        let edited = edited(&self.out, left, route.needs_secondary_ok);
+        Some(edited.unwrap_or_else(|| self.out.clone()))
     }
 
     /// The request's arrival is recent enough for the pool and the stall
@@ -521,13 +526,24 @@ fn server_cause(f: Failure) -> String {
     }
 }
 
-/// A copy of an OP_MSG request with `maxTimeMS` set to `left` (at least 1 ms).
-fn with_max_time_ms(frame: &Frame, left: Duration) -> Option<Frame> {
+/// A copy of an OP_MSG request with `maxTimeMS` set to what is `left` of
+/// it after a hold (at least 1 ms: zero means "no limit" to a server), and
+/// `$readPreference: secondaryPreferred` when a secondary serves a request
+/// that named no read preference.
+fn edited(frame: &Frame, left: Option<Duration>, secondary_ok: bool) -> Option<Frame> {
     let Message::Msg(mut m) = frame.parse(&Limits::default()).ok()? else {
         return None;
     };
     let mut body = Document::from_reader(&m.body[..]).ok()?;
-    body.insert("maxTimeMS", (left.as_millis() as i64).max(1));
+    if let Some(left) = left {
+        body.insert("maxTimeMS", (left.as_millis() as i64).max(1));
+    }
+    if secondary_ok {
+        body.insert(
+            "$readPreference",
+            read_preference::document(Mode::SecondaryPreferred),
+        );
+    }
     m.body = reply::document_bytes(&body);
     let checksum = m.checksum.is_some();
     let mut out = Vec::with_capacity(m.encoded_len(checksum));
@@ -563,7 +579,7 @@ mod tests {
     fn held_time_is_taken_off_max_time_ms() {
         let body = reply::document_bytes(&doc! {"find": "c", "maxTimeMS": 5000, "$db": "d"});
         let frame = reply::msg_reply_bytes(42, 0, MsgFlags::empty(), body);
-        let out = with_max_time_ms(&frame, Duration::from_millis(1234)).unwrap();
+        let out = edited(&frame, Some(Duration::from_millis(1234)), false).unwrap();
         assert_eq!(out.request_id(), 42);
         let Message::Msg(m) = out.parse(&Limits::default()).unwrap() else {
             panic!()
@@ -572,12 +588,29 @@ mod tests {
         assert_eq!(d.get_i64("maxTimeMS").unwrap(), 1234);
         assert_eq!(d.get_str("find").unwrap(), "c");
         // Never zero: a zero maxTimeMS means "no limit" to the server.
-        let out = with_max_time_ms(&frame, Duration::from_micros(10)).unwrap();
+        let out = edited(&frame, Some(Duration::from_micros(10)), false).unwrap();
         let Message::Msg(m) = out.parse(&Limits::default()).unwrap() else {
             panic!()
         };
         let d = Document::from_reader(&m.body[..]).unwrap();
         assert_eq!(d.get_i64("maxTimeMS").unwrap(), 1);
+        assert!(!d.contains_key("$readPreference"));
+    }
+
+    #[test]
+    fn a_secondary_serving_a_primary_mode_read_is_told_secondary_preferred() {
+        let body = reply::document_bytes(&doc! {"find": "c", "$db": "d"});
+        let frame = reply::msg_reply_bytes(7, 0, MsgFlags::empty(), body);
+        let out = edited(&frame, None, true).unwrap();
+        let Message::Msg(m) = out.parse(&Limits::default()).unwrap() else {
+            panic!()
+        };
+        let d = Document::from_reader(&m.body[..]).unwrap();
+        assert_eq!(
+            d.get_document("$readPreference").unwrap(),
+            &doc! {"mode": "secondaryPreferred"}
+        );
+        assert!(!d.contains_key("maxTimeMS"));
     }
 
     fn answer(d: Document) -> Answer {

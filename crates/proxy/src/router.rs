@@ -50,6 +50,11 @@ pub struct Route {
     /// Time spent waiting at the gate for a primary.
     pub held: Duration,
     pub pin: Pin,
+    /// A secondary serves a read whose request names no secondary read
+    /// preference (`election_reads = "secondary"` during an election): the
+    /// request sent must say `secondaryPreferred`, or the member refuses it
+    /// with 13435.
+    pub needs_secondary_ok: bool,
 }
 
 pub struct Router {
@@ -130,6 +135,7 @@ impl Router {
                 target: Target { member, epoch },
                 held: Duration::ZERO,
                 pin,
+                needs_secondary_ok: false,
             });
         }
         let (target, held) = self.gate.primary(bytes, deadline, max_time).await?;
@@ -142,6 +148,7 @@ impl Router {
             target,
             held,
             pin: Pin::Primary,
+            needs_secondary_ok: false,
         })
     }
 
@@ -188,6 +195,8 @@ impl Router {
                         target,
                         held,
                         pin: Pin::Primary,
+                        needs_secondary_ok: role == "secondary"
+                            && reads.pref.mode == read_preference::Mode::Primary,
                     }));
                 }
                 Choice::Wait => {}
