@@ -93,6 +93,10 @@ pub struct Config {
     /// With a users file: clients that have not logged in run as the
     /// upstream identity instead of getting 13 Unauthorized.
     pub allow_unauthenticated: bool,
+    /// A file holding the upstream user's password (its first line); it
+    /// replaces a password in `upstream`, so the connection string can be
+    /// kept free of secrets.
+    pub upstream_password_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -125,6 +129,7 @@ impl Default for Config {
             election_reads: ElectionReads::Hold,
             users_file: None,
             allow_unauthenticated: false,
+            upstream_password_file: None,
         }
     }
 }

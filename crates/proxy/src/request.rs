@@ -287,6 +287,7 @@ impl<'a> Request<'a> {
                         Some(f) => (f, Some(answer), server_cause(f)),
                     }
                 }
+                Err(e @ BackendError::Auth { .. }) => return self.login_failed(&e),
                 Err(e) => (failure_of(&e), None, e.to_string()),
             };
             self.fw.router.report_member_failure(&route.target);
@@ -452,6 +453,30 @@ impl<'a> Request<'a> {
     /// Not sent: the gate refused it.
     fn refused(&self, e: &GateError) -> (Option<Frame>, Outcome) {
         let err = replies::not_sent(e, self.view.name, &self.fw.router.set_name());
+        warn!(parent: self.span, command = self.view.name, action = "refused", reason = err.reason, "{}", err.error.errmsg);
+        if self.unacknowledged {
+            m::unacknowledged_lost();
+            return (None, Outcome::HoldfastError);
+        }
+        (
+            Some(self.fw.replies.holdfast_error(self.frame, &err)),
+            Outcome::HoldfastError,
+        )
+    }
+
+    /// A backend connection could not log in upstream: waiting would not
+    /// help (the credentials are wrong or the user lacks the mechanism), so
+    /// the client hears it at once — nothing was sent.
+    fn login_failed(&self, e: &BackendError) -> (Option<Frame>, Outcome) {
+        let err = HoldfastError {
+            error: reply::ErrorReply::new(
+                codes::AUTHENTICATION_FAILED,
+                "AuthenticationFailed",
+                format!("holdfast {e}; check the upstream credentials (the request was not sent)"),
+            ),
+            detail: None,
+            reason: "upstream_login_failed",
+        };
         warn!(parent: self.span, command = self.view.name, action = "refused", reason = err.reason, "{}", err.error.errmsg);
         if self.unacknowledged {
             m::unacknowledged_lost();

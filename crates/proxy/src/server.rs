@@ -134,6 +134,49 @@ fn load_users(cfg: &Config) -> anyhow::Result<crate::auth::Users> {
     }
 }
 
+/// Who backend connections log in as: the connection string's user
+/// (`authSource`, `authMechanism`), its password from the string or from
+/// `password_file`. `None` when the string names no user.
+async fn upstream_login(
+    upstream: &str,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<crate::pool::Login>> {
+    use holdfast_scram::Mechanism;
+    use mongodb::options::{AuthMechanism, ClientOptions};
+    let opts = ClientOptions::parse(upstream).await.map_err(|e| {
+        anyhow::anyhow!("the upstream connection string does not parse: {}", e.kind)
+    })?;
+    let Some(cred) = opts.credential else {
+        return Ok(None);
+    };
+    let Some(user) = cred.username.clone() else {
+        return Ok(None);
+    };
+    let mechanism = match &cred.mechanism {
+        None => None,
+        Some(AuthMechanism::ScramSha256) => Some(Mechanism::ScramSha256),
+        Some(AuthMechanism::ScramSha1) => Some(Mechanism::ScramSha1),
+        Some(other) => anyhow::bail!(
+            "authMechanism {other:?} is not supported for backend connections (SCRAM-SHA-256 and SCRAM-SHA-1 are)"
+        ),
+    };
+    let password = match password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading upstream_password_file {}", f.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None => cred.password.clone().unwrap_or_default(),
+    };
+    Ok(Some(crate::pool::Login {
+        user,
+        db: cred.source.clone().unwrap_or_else(|| "admin".into()),
+        password,
+        mechanism,
+    }))
+}
+
 /// Starts holdfast with `cfg`. Binds the listeners before returning.
 pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
     let (upstream, embedded) = upstream_of(&cfg).await?;
@@ -157,7 +200,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
             election_reads_secondary: cfg.election_reads == crate::config::ElectionReads::Secondary,
         },
     ));
+    let login = upstream_login(&upstream, cfg.upstream_password_file.as_deref())
+        .await
+        .with_context(|| format!("the credentials of {redacted}"))?;
+    if let Some(l) = &login {
+        info!(user = %l.principal(), "backend connections log in upstream");
+    }
     let pools = Arc::new(Pools::new(PoolConfig {
+        login: login.map(Arc::new),
         max_size: cfg.pool_size,
         max_connecting: cfg.pool_max_connecting,
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 
 use bson::doc;
 use bytes::BytesMut;
-use holdfast_wire::{reply, Frame, FrameCodec, MsgFlags};
+use holdfast_scram::Mechanism;
+use holdfast_wire::{Frame, FrameCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
+use super::login::{self, Conversation, Login, Step};
 use super::BackendError;
 
 /// What the stall watchdog knows of one backend connection.
@@ -62,6 +64,7 @@ impl BackendConn {
         timeout: Duration,
         generation: u64,
         id: u64,
+        login: Option<&Login>,
     ) -> Result<BackendConn, BackendError> {
         let err = |reason: String| BackendError::Connect {
             member: member.to_string(),
@@ -89,16 +92,30 @@ impl BackendConn {
                 socket,
             }),
         };
-        tokio::time::timeout(timeout, conn.handshake())
+        let hello = tokio::time::timeout(timeout, conn.handshake(login))
             .await
             .map_err(|_| err("handshake timed out".into()))?
             .map_err(|e| err(format!("handshake failed: {e}")))?;
+        if let Some(login) = login {
+            let offered = login::body(&hello).map(|h| login::offered(&h));
+            let mechanism = login.mechanism_for(&offered.unwrap_or_default());
+            let auth_err = |reason: String| BackendError::Auth {
+                member: member.to_string(),
+                user: login.principal(),
+                reason,
+            };
+            tokio::time::timeout(timeout, conn.authenticate(login, mechanism))
+                .await
+                .map_err(|_| auth_err(format!("{} timed out", mechanism.name())))?
+                .map_err(auth_err)?;
+        }
         Ok(conn)
     }
 
-    /// Each backend connection introduces itself with its own hello.
-    async fn handshake(&mut self) -> std::io::Result<Frame> {
-        let hello = doc! {
+    /// Each backend connection introduces itself with its own hello
+    /// (asking which mechanisms the upstream user has, when it logs in).
+    async fn handshake(&mut self, login: Option<&Login>) -> std::io::Result<Frame> {
+        let mut hello = doc! {
             "hello": 1,
             "client": {
                 "driver": {"name": "holdfast", "version": env!("CARGO_PKG_VERSION")},
@@ -107,9 +124,29 @@ impl BackendConn {
             },
             "$db": "admin",
         };
-        let frame = reply::msg_reply_bytes(0, 0, MsgFlags::empty(), reply::document_bytes(&hello));
-        self.send(&frame).await?;
+        if let Some(l) = login {
+            hello.insert("saslSupportedMechs", l.principal());
+        }
+        self.send(&login::request(&hello)).await?;
         self.recv().await
+    }
+
+    /// The SCRAM conversation of `login` (at most four round trips).
+    async fn authenticate(&mut self, login: &Login, mechanism: Mechanism) -> Result<(), String> {
+        let mut c = Conversation::new(login, mechanism);
+        let mut next = c.start();
+        for _ in 0..4 {
+            self.send(&login::request(&next))
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply = self.recv().await.map_err(|e| e.to_string())?;
+            let body = login::body(&reply).ok_or("the reply is not an OP_MSG document")?;
+            match c.on_reply(&body)? {
+                Step::Done => return Ok(()),
+                Step::Send(d) => next = d,
+            }
+        }
+        Err("the conversation did not end".into())
     }
 
     /// The reply arrived: nothing outstanding.

@@ -30,10 +30,12 @@ use tracing::warn;
 use crate::metrics as m;
 
 mod conn;
+pub mod login;
 mod watchdog;
 
 pub use conn::BackendConn;
 use conn::{Clock, InFlight};
+pub use login::Login;
 
 #[derive(Debug, Error)]
 pub enum BackendError {
@@ -47,6 +49,12 @@ pub enum BackendError {
     Timeout { member: String, waited: Duration },
     #[error("{member} sent bytes that are not a MongoDB reply: {reason}")]
     Protocol { member: String, reason: String },
+    #[error("could not log in to {member} as {user}: {reason}")]
+    Auth {
+        member: String,
+        user: String,
+        reason: String,
+    },
 }
 
 impl BackendError {
@@ -69,6 +77,9 @@ pub struct PoolConfig {
     pub checkout_timeout: Duration,
     /// Idle connections older than this are closed.
     pub max_idle: Duration,
+    /// Who every backend connection logs in as (the connection string's
+    /// user); `None`: connections do not authenticate.
+    pub login: Option<Arc<Login>>,
 }
 
 impl Default for PoolConfig {
@@ -79,6 +90,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(2),
             checkout_timeout: Duration::from_secs(30),
             max_idle: Duration::from_secs(300),
+            login: None,
         }
     }
 }
@@ -285,9 +297,15 @@ impl Pool {
 
     async fn connect(&self, generation: u64) -> Result<BackendConn, BackendError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = BackendConn::connect(&self.member, self.cfg.connect_timeout, generation, id)
-            .await
-            .inspect_err(|e| self.connect_failed(e))?;
+        let conn = BackendConn::connect(
+            &self.member,
+            self.cfg.connect_timeout,
+            generation,
+            id,
+            self.cfg.login.as_deref(),
+        )
+        .await
+        .inspect_err(|e| self.connect_failed(e))?;
         let mut all = self.inflight.lock().unwrap();
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&conn.inflight));
