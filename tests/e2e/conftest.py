@@ -154,7 +154,7 @@ class Holdfast:
     """holdfast on ephemeral ports. `extra` arguments come after ours, so a
     test may override --listen or --admin-listen."""
 
-    def __init__(self, tmp, upstream, *extra, env=None):
+    def __init__(self, tmp, upstream, *extra, env=None, wait_ready=True):
         args = [os.path.join(BIN, "holdfast"), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         if upstream:
             args += ["--upstream", upstream]
@@ -163,7 +163,8 @@ class Holdfast:
         self.addr = self.proc.printed(r"holdfast: listening on (\S+)").group(1)
         self.admin = self.proc.printed(r"holdfast: admin endpoint on (\S+) .*").group(1)
         self.uri = f"mongodb://{self.addr}/"
-        wait_until(lambda: self.http("/readyz")[0] == 200, 30, "holdfast")
+        if wait_ready:
+            wait_until(lambda: self.http("/readyz")[0] == 200, 30, "holdfast")
 
     def http(self, path):
         try:
@@ -239,3 +240,51 @@ def make_proxy(tmp_path):
     yield make
     for h in made:
         h.stop()
+
+
+CLIENT_SUBJECT = "CN=client,OU=apps,O=holdfast"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """Test certificates made with the openssl command line for each test
+    (never committed): a CA; a server certificate for 127.0.0.1 and
+    localhost (`server` holds certificate and key, `server_crt` and
+    `server_key` each); a client certificate whose subject is
+    CLIENT_SUBJECT."""
+    d = str(tmp_path)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=holdfast test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+    def leaf(name, subject, ext):
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+        pem = os.path.join(d, f"{name}.pem")
+        with open(pem, "w") as out:
+            for part in (f"{name}.crt", f"{name}.key"):
+                with open(os.path.join(d, part)) as f:
+                    out.write(f.read())
+        return pem
+
+    paths = {
+        "dir": d,
+        "ca": os.path.join(d, "ca.pem"),
+        "server": leaf("server", "/O=holdfast/CN=sim", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        "client": leaf("client", "/O=holdfast/OU=apps/CN=client", "extendedKeyUsage=clientAuth"),
+    }
+    paths["server_crt"] = os.path.join(d, "server.crt")
+    paths["server_key"] = os.path.join(d, "server.key")
+    # openssl's RFC 2253 rendering of the subject is the user name.
+    subject = subprocess.run(["openssl", "x509", "-in", os.path.join(d, "client.crt"), "-noout", "-subject",
+                              "-nameopt", "RFC2253"], check=True, capture_output=True, text=True).stdout
+    assert subject.strip() == f"subject={CLIENT_SUBJECT}"
+    return paths

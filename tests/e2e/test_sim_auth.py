@@ -5,13 +5,10 @@ errors, and TLS with MONGODB-X509. Certificates are made with the openssl
 command line for each test, never committed."""
 import json
 import os
-import subprocess
 
 import pytest
 
-from conftest import PY3, PY4, run
-
-CLIENT_SUBJECT = "CN=client,OU=apps,O=holdfast"
+from conftest import CLIENT_SUBJECT, PY3, PY4, run
 
 # Runs under either pymongo; prints one JSON line of observations.
 CLIENT = r'''
@@ -78,43 +75,6 @@ if cfg.get("x509"):
 
 print(json.dumps(out))
 '''
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture
-def pki(tmp_path):
-    d = str(tmp_path)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-            "-subj", "/CN=holdfast test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-
-    def leaf(name, subject, ext):
-        with open(os.path.join(d, f"{name}.ext"), "w") as f:
-            f.write(ext + "\n")
-        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-        pem = os.path.join(d, f"{name}.pem")
-        with open(pem, "w") as out:
-            for part in (f"{name}.crt", f"{name}.key"):
-                with open(os.path.join(d, part)) as f:
-                    out.write(f.read())
-        return pem
-
-    paths = {
-        "ca": os.path.join(d, "ca.pem"),
-        "server": leaf("server", "/O=holdfast/CN=sim", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-        "client": leaf("client", "/O=holdfast/OU=apps/CN=client", "extendedKeyUsage=clientAuth"),
-    }
-    # openssl's RFC 2253 rendering of the subject is the user name.
-    subject = subprocess.run(["openssl", "x509", "-in", os.path.join(d, "client.crt"), "-noout", "-subject",
-                              "-nameopt", "RFC2253"], check=True, capture_output=True, text=True).stdout
-    assert subject.strip() == f"subject={CLIENT_SUBJECT}"
-    return paths
 
 
 USERS = ["--auth", "--user", "root:rootpw", "--user", "app:apppw:readWrite@db1"]

@@ -136,16 +136,3 @@ def test_clients_log_in_to_holdfast_with_scram(tmp_path, auth_sim):
         assert "app-pw" not in log and PASSWORD not in log
     finally:
         proxy.stop()
-
-
-def test_a_users_file_whose_users_would_reach_the_upstream_as_themselves_is_refused(tmp_path, auth_sim):
-    # Per-user backend connections are not in this version: a user without
-    # upstream = "service" would get holdfast's rights, so holdfast refuses.
-    users = tmp_path / "users.toml"
-    users.write_text('[[user]]\nname = "app"\npassword = "app-pw"\n')
-    cfg = tmp_path / "holdfast.toml"
-    cfg.write_text(f'users_file = "{users}"\n')
-    with pytest.raises(RuntimeError) as e:
-        Holdfast(str(tmp_path), with_credentials(auth_sim.uri, "svc", PASSWORD), "--config", str(cfg))
-    assert 'upstream = \\"service\\"' in str(e.value) or 'upstream = "service"' in str(e.value), str(e.value)
-    assert "app-pw" not in str(e.value)

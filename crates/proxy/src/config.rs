@@ -97,6 +97,13 @@ pub struct Config {
     /// replaces a password in `upstream`, so the connection string can be
     /// kept free of secrets.
     pub upstream_password_file: Option<std::path::PathBuf>,
+    /// TLS towards clients: holdfast's certificate (PEM, chain first) and
+    /// key. With both set, clients must speak TLS.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: clients must present a certificate signed by this CA
+    /// (its subject can log in with MONGODB-X509 as a user of the file).
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -130,6 +137,9 @@ impl Default for Config {
             users_file: None,
             allow_unauthenticated: false,
             upstream_password_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -152,6 +162,21 @@ impl Config {
             first_message: ms(self.client_first_message_timeout_ms),
             frame: ms(self.client_frame_timeout_ms),
             idle: ms(self.client_idle_timeout_ms),
+        }
+    }
+
+    /// The client listener's TLS files, when TLS towards clients is on.
+    /// Half a setting is an error, not plaintext.
+    pub fn listener_tls(&self) -> Result<Option<holdfast_tls::ListenerTls>, String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => Ok(Some(holdfast_tls::ListenerTls {
+                cert_file: c.clone(),
+                key_file: k.clone(),
+                client_ca_file: self.tls_client_ca_file.clone(),
+            })),
+            (None, None) if self.tls_client_ca_file.is_none() => Ok(None),
+            (None, None) => Err("tls_client_ca_file needs tls_cert_file and tls_key_file".into()),
+            _ => Err("tls_cert_file and tls_key_file go together: set both for TLS towards clients, or neither".into()),
         }
     }
 
@@ -203,6 +228,18 @@ mod tests {
             "mongodb://u:*****@h:1/?x=y"
         );
         assert_eq!(redact_uri("mongodb://h:1"), "mongodb://h:1");
+    }
+
+    #[test]
+    fn tls_files_go_together() {
+        assert_eq!(Config::default().listener_tls(), Ok(None));
+        let c = Config::from_toml("tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"").unwrap();
+        let t = c.listener_tls().unwrap().unwrap();
+        assert_eq!(t.client_ca_file, None);
+        let half = Config::from_toml("tls_cert_file = \"/c.pem\"").unwrap();
+        assert!(half.listener_tls().unwrap_err().contains("go together"));
+        let ca_only = Config::from_toml("tls_client_ca_file = \"/ca.pem\"").unwrap();
+        assert!(ca_only.listener_tls().unwrap_err().contains("needs"));
     }
 
     #[test]

@@ -37,10 +37,13 @@ pub enum GateError {
         mode: &'static str,
         waited: Duration,
     },
+    /// No primary is known and no member can be used for a reason waiting
+    /// will not fix (each member's, as `addr: why`).
+    Unreachable { why: String },
 }
 
 pub struct Gate {
-    queue: Mutex<VecDeque<oneshot::Sender<Target>>>,
+    queue: Mutex<VecDeque<oneshot::Sender<Result<Target, String>>>>,
     held: AtomicUsize,
     held_bytes: AtomicUsize,
     max_held: usize,
@@ -112,13 +115,19 @@ impl Gate {
         Some(t)
     }
 
+    /// Hands the primary of `snap` to every held request, or, when no
+    /// member can be used for good, the reason.
     fn release(&self, snap: &Snapshot) {
-        let Some(target) = self.target_of(snap) else {
-            return;
+        let answer = match self.target_of(snap) {
+            Some(target) => Ok(target),
+            None => match snap.unreachable() {
+                Some(why) => Err(why),
+                None => return,
+            },
         };
         let waiters: Vec<_> = self.queue.lock().unwrap().drain(..).collect();
         for w in waiters {
-            let _ = w.send(target.clone());
+            let _ = w.send(answer.clone());
         }
     }
 
@@ -131,8 +140,13 @@ impl Gate {
         deadline: Instant,
         max_time_deadline: Option<Instant>,
     ) -> Result<(Target, Duration), GateError> {
-        if let Some(t) = self.target_of(&self.rx.borrow()) {
+        let snap = self.rx.borrow().clone();
+        if let Some(t) = self.target_of(&snap) {
             return Ok((t, Duration::ZERO));
+        }
+        if let Some(why) = snap.unreachable() {
+            counter!("holdfast_held_requests_total", "outcome" => "unreachable").increment(1);
+            return Err(GateError::Unreachable { why });
         }
         let start = Instant::now();
         let held = self.held.fetch_add(1, Ordering::AcqRel) + 1;
@@ -152,7 +166,7 @@ impl Gate {
         self.queue.lock().unwrap().push_back(tx);
         // A primary may have appeared between the check and the enqueue.
         let snap = self.rx.borrow().clone();
-        if snap.primary.is_some() {
+        if snap.primary.is_some() || snap.unreachable().is_some() {
             self.release(&snap);
         }
         let effective = match max_time_deadline {
@@ -163,9 +177,13 @@ impl Gate {
         let waited = start.elapsed();
         histogram!("holdfast_hold_duration_seconds").record(waited.as_secs_f64());
         match r {
-            Ok(Ok(t)) => {
+            Ok(Ok(Ok(t))) => {
                 counter!("holdfast_held_requests_total", "outcome" => "released").increment(1);
                 Ok((t, waited))
+            }
+            Ok(Ok(Err(why))) => {
+                counter!("holdfast_held_requests_total", "outcome" => "unreachable").increment(1);
+                Err(GateError::Unreachable { why })
             }
             Ok(Err(_)) => Err(GateError::ShuttingDown),
             Err(_) if Some(effective) == max_time_deadline => {
@@ -300,6 +318,53 @@ mod tests {
             g.primary(1, soon(40), Some(soon(5000))).await,
             Err(GateError::HoldTimeout { .. })
         ));
+        assert_eq!(g.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn requests_are_refused_at_once_when_no_member_can_be_used() {
+        let (tx, g) = gate(10, 1000);
+        let failing = |addr: &str| {
+            let mut m = holdfast_topology::MemberState::unknown(addr);
+            m.failure = Some("TLS handshake failed: invalid peer certificate".into());
+            m
+        };
+        let unreachable = |members| {
+            Arc::new(Snapshot {
+                members,
+                ..Snapshot::empty()
+            })
+        };
+        // Held while one member may still answer...
+        tx.send(unreachable(vec![
+            failing("a:1"),
+            holdfast_topology::MemberState::unknown("b:1"),
+        ]))
+        .unwrap();
+        let held = {
+            let g = g.clone();
+            tokio::spawn(async move { g.primary(1, soon(5000), None).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(g.held(), 1);
+        // ...and refused, held or new, once none can.
+        tx.send(unreachable(vec![failing("a:1"), failing("b:1")]))
+            .unwrap();
+        match held.await.unwrap() {
+            Err(GateError::Unreachable { why }) => {
+                assert!(
+                    why.contains("a:1: TLS") && why.contains("b:1: TLS"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let t0 = Instant::now();
+        assert!(matches!(
+            g.primary(1, soon(5000), None).await,
+            Err(GateError::Unreachable { .. })
+        ));
+        assert!(t0.elapsed() < Duration::from_secs(1));
         assert_eq!(g.held(), 0);
     }
 

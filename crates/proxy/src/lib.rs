@@ -27,8 +27,10 @@ pub mod read_preference;
 pub mod replies;
 pub mod request;
 pub mod router;
+pub mod security;
 pub mod server;
 pub mod sessions;
+pub mod upstream;
 
 pub use config::{Config, WriteRetry};
 pub use server::{start, Holdfast};

@@ -123,6 +123,14 @@ fn describe_traffic() {
         "Client logins to holdfast (users_file), by mechanism and outcome"
     );
     describe_counter!(
+        "holdfast_backend_logins_total",
+        "Logins of backend connections to members (as the upstream user or a client's own user), by mechanism and outcome"
+    );
+    describe_counter!(
+        "holdfast_tls_handshake_failures_total",
+        "TLS handshakes that failed, by side (client: holdfast's listener; upstream: connections to members)"
+    );
+    describe_counter!(
         "holdfast_reads_total",
         "Reads that may run on a secondary, by read preference mode and the role of the member that served them"
     );
@@ -150,7 +158,13 @@ pub fn register_known() {
         counter!("holdfast_client_connections_closed_total", "reason" => r).increment(0);
     }
     gauge!("holdfast_held_requests").increment(0.0);
-    for o in ["released", "queue_full", "timeout", "max_time_expired"] {
+    for o in [
+        "released",
+        "queue_full",
+        "timeout",
+        "max_time_expired",
+        "unreachable",
+    ] {
         counter!("holdfast_held_requests_total", "outcome" => o).increment(0);
     }
     let _ = histogram!("holdfast_hold_duration_seconds");
@@ -189,6 +203,15 @@ pub fn register_known() {
                 .increment(0);
         }
     }
+    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1", "MONGODB-X509"] {
+        for outcome in ["ok", "failed"] {
+            counter!("holdfast_backend_logins_total", "mechanism" => mech, "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for side in ["client", "upstream"] {
+        counter!("holdfast_tls_handshake_failures_total", "side" => side).increment(0);
+    }
     for mode in crate::read_preference::Mode::ALL {
         for role in ["primary", "secondary"] {
             counter!("holdfast_reads_total", "mode" => mode.name(), "role" => role).increment(0);
@@ -217,7 +240,14 @@ pub fn register_member(member: &str) {
     gauge!("holdfast_backend_connections", "member" => m.clone()).increment(0.0);
     counter!("holdfast_backend_connections_opened_total", "member" => m.clone()).increment(0);
     counter!("holdfast_backend_connect_failures_total", "member" => m.clone()).increment(0);
-    for r in ["stale", "dropped", "cleared", "unhealthy"] {
+    for r in [
+        "stale",
+        "dropped",
+        "cleared",
+        "unhealthy",
+        "idle",
+        "evicted",
+    ] {
         counter!("holdfast_backend_connections_closed_total", "member" => m.clone(), "reason" => r)
             .increment(0);
     }
@@ -316,7 +346,7 @@ pub fn write_error(reason: &'static str) {
 }
 
 /// Why client connections end, as metric label values.
-pub const CLOSE_REASONS: [&str; 10] = [
+pub const CLOSE_REASONS: [&str; 11] = [
     "client_closed",
     "io_error",
     "framing",
@@ -327,6 +357,7 @@ pub const CLOSE_REASONS: [&str; 10] = [
     "write_timeout",
     "memory_budget",
     "shutdown",
+    "tls_handshake",
 ];
 
 pub fn client_closed(reason: &'static str) {
@@ -344,6 +375,15 @@ pub fn legacy_error(kind: crate::legacy::Kind) {
 pub fn client_authentication(mechanism: &'static str, outcome: &'static str) {
     counter!("holdfast_client_authentications_total", "mechanism" => mechanism, "outcome" => outcome)
         .increment(1);
+}
+
+pub fn backend_login(mechanism: &'static str, outcome: &'static str) {
+    counter!("holdfast_backend_logins_total", "mechanism" => mechanism, "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn tls_handshake_failed(side: &'static str) {
+    counter!("holdfast_tls_handshake_failures_total", "side" => side).increment(1);
 }
 
 pub fn read(mode: &'static str, role: &'static str) {

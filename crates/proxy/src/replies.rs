@@ -168,6 +168,11 @@ pub fn not_sent(e: &GateError, command: &str, set: &str) -> HoldfastError {
                 waited.as_secs_f64())),
             "no_suitable_member",
         ),
+        GateError::Unreachable { why } => (
+            ErrorReply::of(codes::HOST_UNREACHABLE, format!(
+                "holdfast: no member of {set} can be used, and waiting will not change that: {why}; check the upstream TLS settings (tlsCAFile, tlsCertificateKeyFile); this {command} was not sent")),
+            "unreachable",
+        ),
         GateError::ShuttingDown => (
             ErrorReply::of(
                 codes::NOT_WRITABLE_PRIMARY,

@@ -132,9 +132,22 @@ impl Forwarder {
                     return Some(self.replies.error(frame, &err));
                 }
             };
-        let mut req = Request::new(self, span, frame, view, class, started);
+        if class == CommandClass::CursorContinuation {
+            if let Some(id) = self.router.foreign_cursor(view, &principal.key) {
+                // As mongod answers a getMore or killCursors of another
+                // user's cursor.
+                let err = holdfast_wire::ErrorReply::of(
+                    codes::UNAUTHORIZED,
+                    format!("cursor id {id} was not created by the authenticated user"),
+                );
+                warn!(parent: span, command = view.name, action = "refused", reason = "foreign_cursor", "a client asked for another user's cursor");
+                self.metrics
+                    .request(class.label(), Outcome::HoldfastError.label(), 0.0);
+                return Some(self.replies.error(frame, &err));
+            }
+        }
+        let mut req = Request::new(self, span, frame, view, class, started, principal);
         req.pref = pref;
-        req.principal = principal.clone();
         let (reply, outcome) = req.run().await;
         self.metrics.request(
             class.label(),
@@ -211,6 +224,7 @@ impl<'a> Request<'a> {
         view: &'a CommandView<'a>,
         class: CommandClass,
         started: Instant,
+        principal: &Arc<Principal>,
     ) -> Request<'a> {
         Request {
             fw,
@@ -228,7 +242,7 @@ impl<'a> Request<'a> {
             out: frame.clear_msg_flags(MsgFlags::EXHAUST_ALLOWED),
             lease: None,
             pref: ReadPreference::default(),
-            principal: Principal::service(),
+            principal: principal.clone(),
             failed_on: Vec::new(),
             resends: 0,
             attempts: 0,
@@ -246,6 +260,7 @@ impl<'a> Request<'a> {
                 secondary_ok: secondary_eligible(view, self.class, level.as_deref()),
                 after,
                 avoid: &self.failed_on,
+                owner: &self.principal.key,
             };
             let (len, deadline, max_time) = (self.frame.len(), self.deadline, self.max_time);
             let routed = self
@@ -273,6 +288,7 @@ impl<'a> Request<'a> {
                 .pools
                 .round_trip(
                     &route.target.member,
+                    &self.principal,
                     &to_send,
                     self.unacknowledged,
                     sending_at,
@@ -350,9 +366,13 @@ impl<'a> Request<'a> {
         let Some((body, info)) = &answer.body else {
             return (Some(answer.reply), Outcome::Ok);
         };
-        self.fw
-            .router
-            .learn(self.view, self.class, &route.target, info);
+        self.fw.router.learn(
+            self.view,
+            self.class,
+            &route.target,
+            info,
+            &self.principal.key,
+        );
         // An upgraded write's error may carry RetryableWriteError: for the
         // client, whose command had no txnNumber, it is not retryable.
         let relabel = self.lease.is_some() && (!info.ok || info.wce_code.is_some());
@@ -514,7 +534,7 @@ impl<'a> Request<'a> {
         let Ok(raw) = RawDocument::from_bytes(&body) else {
             return;
         };
-        let lease = self.fw.sessions.lease().await;
+        let lease = self.fw.sessions.lease(&self.principal).await;
         let edited = edit_fields(raw, &["lsid", "txnNumber"], &lease.fields());
         let Some(out) = self.out.with_msg_body(edited) else {
             return;

@@ -30,6 +30,9 @@ pub struct Reads<'a> {
     pub after: Option<Timestamp>,
     /// Members this request already failed on.
     pub avoid: &'a [String],
+    /// The principal the request runs as (its key): transactions are
+    /// pinned per principal, as the server keeps sessions per user.
+    pub owner: &'a str,
 }
 
 /// Routing settings.
@@ -129,7 +132,7 @@ impl Router {
                 return Ok(route);
             }
         }
-        if let Some((member, pin)) = self.pinned(view, class) {
+        if let Some((member, pin)) = self.pinned(view, class, reads.owner) {
             let epoch = self.topology.snapshot().epoch;
             return Ok(Route {
                 target: Target { member, epoch },
@@ -141,7 +144,8 @@ impl Router {
         let (target, held) = self.gate.primary(bytes, deadline, max_time).await?;
         if class == CommandClass::TransactionStatement && view.start_transaction {
             if let (Some(lsid), Some(txn)) = (view.lsid, view.txn_number) {
-                self.txns.pin(lsid.as_bytes(), txn, target.member.clone());
+                self.txns
+                    .pin(&txn_key(reads.owner, lsid), txn, target.member.clone());
             }
         }
         Ok(Route {
@@ -234,7 +238,21 @@ impl Router {
         }
     }
 
-    fn pinned(&self, view: &CommandView<'_>, class: CommandClass) -> Option<(Arc<str>, Pin)> {
+    /// The cursor (or cursors, for killCursors) `view` continues that
+    /// another principal opened: the request must not run.
+    pub fn foreign_cursor(&self, view: &CommandView<'_>, owner: &str) -> Option<i64> {
+        let mut ids = view.kill_cursor_ids();
+        ids.extend(view.cursor_id);
+        ids.into_iter()
+            .find(|id| self.cursors.owner(*id).is_some_and(|o| *o != *owner))
+    }
+
+    fn pinned(
+        &self,
+        view: &CommandView<'_>,
+        class: CommandClass,
+        owner: &str,
+    ) -> Option<(Arc<str>, Pin)> {
         match class {
             CommandClass::CursorContinuation => view
                 .cursor_id
@@ -249,7 +267,7 @@ impl Router {
             CommandClass::TransactionStatement => match (view.lsid, view.txn_number) {
                 (Some(lsid), Some(txn)) => self
                     .txns
-                    .get(lsid.as_bytes(), txn)
+                    .get(&txn_key(owner, lsid), txn)
                     .map(|m| (m, Pin::Transaction)),
                 _ => None,
             },
@@ -263,13 +281,15 @@ impl Router {
         self.topology.report_failure(&target.member, target.epoch);
     }
 
-    /// Records cursor ids and transaction ends from a successful reply.
+    /// Records cursor ids (opened by `owner`) and transaction ends from a
+    /// successful reply.
     pub fn learn(
         &self,
         view: &CommandView<'_>,
         class: CommandClass,
         target: &Target,
         info: &ReplySummary,
+        owner: &Arc<str>,
     ) {
         match view.name {
             "getMore" => {
@@ -285,7 +305,8 @@ impl Router {
             _ => {
                 if let Some(id) = info.cursor_id.filter(|id| *id != 0) {
                     let ns = cursor_namespace(view);
-                    self.cursors.insert(id, target.member.clone(), ns);
+                    self.cursors
+                        .insert(id, target.member.clone(), ns, owner.clone());
                 }
             }
         }
@@ -294,7 +315,7 @@ impl Router {
             CommandClass::CommitTransaction | CommandClass::AbortTransaction
         ) {
             if let Some(lsid) = view.lsid {
-                self.txns.unpin(lsid.as_bytes());
+                self.txns.unpin(&txn_key(owner, lsid));
             }
         }
     }
@@ -312,6 +333,8 @@ impl Router {
 #[derive(Debug, Clone)]
 struct CursorEntry {
     member: Arc<str>,
+    /// The principal that opened it: only it may continue or kill it.
+    owner: Arc<str>,
     ns: Option<Arc<str>>,
     returned: u64,
     at: Instant,
@@ -334,10 +357,11 @@ impl Cursors {
         }
     }
 
-    pub fn insert(&self, id: i64, member: Arc<str>, ns: Option<Arc<str>>) {
+    pub fn insert(&self, id: i64, member: Arc<str>, ns: Option<Arc<str>>, owner: Arc<str>) {
         if id != 0 {
             let e = CursorEntry {
                 member,
+                owner,
                 ns,
                 returned: 0,
                 at: Instant::now(),
@@ -353,6 +377,11 @@ impl Cursors {
             e.at = Instant::now();
             e.member.clone()
         })
+    }
+
+    /// The principal that opened the cursor.
+    pub fn owner(&self, id: i64) -> Option<Arc<str>> {
+        self.map.lock().unwrap().get(&id).map(|e| e.owner.clone())
     }
 
     /// The cursor's namespace, `db.collection`.
@@ -413,10 +442,21 @@ fn cursor_namespace(view: &CommandView<'_>) -> Option<Arc<str>> {
     }))
 }
 
+/// The pin key of a session's transactions: the principal and the lsid
+/// (two users' sessions never share a pin, whatever lsids they send).
+fn txn_key(owner: &str, lsid: &bson::RawDocument) -> Vec<u8> {
+    let mut k = Vec::with_capacity(owner.len() + 1 + lsid.as_bytes().len());
+    k.extend_from_slice(owner.as_bytes());
+    k.push(0);
+    k.extend_from_slice(lsid.as_bytes());
+    k
+}
+
 /// A pinned transaction: its txnNumber, its member, when last used.
 type TxnPin = (i64, Arc<str>, Instant);
 
-/// lsid (raw bytes of the `lsid` document) → its transaction's pin.
+/// Principal and lsid (raw bytes of the `lsid` document) → its
+/// transaction's pin.
 pub struct TxnPins {
     map: Mutex<HashMap<Vec<u8>, TxnPin>>,
     idle: Duration,
@@ -503,6 +543,7 @@ mod tests {
             secondary_ok: false,
             after: None,
             avoid: &[],
+            owner: "service",
         }
     }
 
@@ -560,6 +601,7 @@ mod tests {
                 v.classify(),
                 &t,
                 &summary(doc! {"cursor": {"id": 99i64, "firstBatch": []}, "ok": 1.0}),
+                &"service".into(),
             )
         });
         assert_eq!(r.cursors().len(), 1);
@@ -586,6 +628,7 @@ mod tests {
                     v.classify(),
                     &t,
                     &summary(doc! {"cursor": {"id": 0i64, "nextBatch": []}, "ok": 1.0}),
+                    &"service".into(),
                 )
             },
         );
@@ -595,8 +638,8 @@ mod tests {
     #[tokio::test]
     async fn killed_cursors_are_forgotten() {
         let r = router_with_primary("a:1");
-        r.cursors().insert(7, "b:1".into(), None);
-        r.cursors().insert(8, "b:1".into(), None);
+        r.cursors().insert(7, "b:1".into(), None, "service".into());
+        r.cursors().insert(8, "b:1".into(), None, "service".into());
         with_view(
             doc! {"killCursors": "c", "cursors": [7i64, 8i64], "$db": "d"},
             |v| {
@@ -605,6 +648,7 @@ mod tests {
                     v.classify(),
                     &r.snapshot_target(),
                     &summary(doc! {"ok": 1.0}),
+                    &"service".into(),
                 )
             },
         );
@@ -632,7 +676,13 @@ mod tests {
         let c = route_of(&r, commit.clone()).await;
         assert_eq!((&*c.target.member, c.pin), ("b:1", Pin::Primary));
         with_view(commit, |v| {
-            r.learn(v, v.classify(), &c.target, &summary(doc! {"ok": 1.0}))
+            r.learn(
+                v,
+                v.classify(),
+                &c.target,
+                &summary(doc! {"ok": 1.0}),
+                &"service".into(),
+            )
         });
         let after = route_of(&r, next).await;
         assert_eq!((&*after.target.member, after.pin), ("b:1", Pin::Primary));
@@ -709,6 +759,7 @@ mod tests {
                     secondary_ok: true,
                     after: None,
                     avoid: &[],
+                    owner: "service",
                 };
                 r.route(v, v.classify(), 10, deadline, None, reads).await
             }
@@ -773,13 +824,13 @@ mod tests {
     #[test]
     fn sweeping_drops_idle_entries_only() {
         let c = Cursors::new(Duration::from_millis(0));
-        c.insert(1, "a:1".into(), None);
-        c.insert(0, "a:1".into(), None);
+        c.insert(1, "a:1".into(), None, "service".into());
+        c.insert(0, "a:1".into(), None, "service".into());
         assert_eq!(c.len(), 1, "cursor id 0 is never stored");
         c.sweep();
         assert!(c.is_empty());
         let keep = Cursors::new(Duration::from_secs(60));
-        keep.insert(1, "a:1".into(), None);
+        keep.insert(1, "a:1".into(), None, "service".into());
         keep.sweep();
         assert_eq!(keep.get(1).as_deref(), Some("a:1"));
         let t = TxnPins::new(Duration::from_secs(60));

@@ -24,6 +24,7 @@ use crate::pool::{PoolConfig, Pools};
 use crate::replies::Replies;
 use crate::request::{Forwarder, Policy};
 use crate::router::Router;
+use crate::security::Security;
 use crate::sessions::{self, Sessions};
 
 /// A running holdfast.
@@ -39,7 +40,7 @@ pub struct Holdfast {
     identity: Arc<Identity>,
     sessions: Arc<Sessions>,
     ctx: Arc<ClientContext>,
-    users_file: Option<std::path::PathBuf>,
+    security: Arc<Security>,
     /// Stops the listeners and makes client connections finish.
     shutdown: CancellationToken,
     /// Stops the admin endpoint and background tasks, after the drain.
@@ -108,81 +109,29 @@ impl Holdfast {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// SIGHUP: re-reads the users file. Connected clients keep their
-    /// logins; the next login follows the new file. A file that does not
-    /// load leaves the old users in place (and says why).
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let Some(path) = &self.users_file else {
-            return Ok(());
-        };
-        let users = crate::auth::Users::load(path)?;
-        info!(users = users.len(), file = %path.display(), "users file reloaded");
-        *self.ctx.users.write().unwrap() = Arc::new(users);
-        Ok(())
-    }
-}
-
-/// The users file of `cfg`, read and checked (no file: no users).
-fn load_users(cfg: &Config) -> anyhow::Result<crate::auth::Users> {
-    match &cfg.users_file {
-        None => Ok(crate::auth::Users::none()),
-        Some(p) => {
-            let users = crate::auth::Users::load(p)?;
-            info!(users = users.len(), file = %p.display(), "users file read");
-            Ok(users)
+    /// SIGHUP: re-reads the users file, the certificate files and the
+    /// upstream password file. Connected clients keep their connections
+    /// and logins; the next login follows the new users. A part whose new
+    /// files do not load stays as it was (the error says which).
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let (users, result) = self.security.reload().await;
+        if let Some(users) = users {
+            *self.ctx.users.write().unwrap() = Arc::new(users);
         }
+        result
     }
-}
-
-/// Who backend connections log in as: the connection string's user
-/// (`authSource`, `authMechanism`), its password from the string or from
-/// `password_file`. `None` when the string names no user.
-async fn upstream_login(
-    upstream: &str,
-    password_file: Option<&std::path::Path>,
-) -> anyhow::Result<Option<crate::pool::Login>> {
-    use holdfast_scram::Mechanism;
-    use mongodb::options::{AuthMechanism, ClientOptions};
-    let opts = ClientOptions::parse(upstream).await.map_err(|e| {
-        anyhow::anyhow!("the upstream connection string does not parse: {}", e.kind)
-    })?;
-    let Some(cred) = opts.credential else {
-        return Ok(None);
-    };
-    let Some(user) = cred.username.clone() else {
-        return Ok(None);
-    };
-    let mechanism = match &cred.mechanism {
-        None => None,
-        Some(AuthMechanism::ScramSha256) => Some(Mechanism::ScramSha256),
-        Some(AuthMechanism::ScramSha1) => Some(Mechanism::ScramSha1),
-        Some(other) => anyhow::bail!(
-            "authMechanism {other:?} is not supported for backend connections (SCRAM-SHA-256 and SCRAM-SHA-1 are)"
-        ),
-    };
-    let password = match password_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading upstream_password_file {}", f.display()))?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-        None => cred.password.clone().unwrap_or_default(),
-    };
-    Ok(Some(crate::pool::Login {
-        user,
-        db: cred.source.clone().unwrap_or_else(|| "admin".into()),
-        password,
-        mechanism,
-    }))
 }
 
 /// Starts holdfast with `cfg`. Binds the listeners before returning.
 pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
     let (upstream, embedded) = upstream_of(&cfg).await?;
     let redacted = crate::config::redact_uri(&upstream);
+    let security = Security::load(&cfg, &upstream)
+        .await
+        .with_context(|| format!("the upstream {redacted}"))?;
     let topology = Topology::start(TopologyConfig {
         probe_timeout: cfg.probe_timeout(),
+        tls: security.connector.clone(),
         ..TopologyConfig::new(upstream.clone())
     })
     .await
@@ -200,49 +149,31 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
             election_reads_secondary: cfg.election_reads == crate::config::ElectionReads::Secondary,
         },
     ));
-    let login = upstream_login(&upstream, cfg.upstream_password_file.as_deref())
-        .await
-        .with_context(|| format!("the credentials of {redacted}"))?;
-    if let Some(l) = &login {
-        info!(user = %l.principal(), "backend connections log in upstream");
-    }
     let pools = Arc::new(Pools::new(PoolConfig {
-        login: login.map(Arc::new),
+        tls: security.connector.clone(),
         max_size: cfg.pool_size,
         max_connecting: cfg.pool_max_connecting,
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         checkout_timeout: cfg.hold_timeout(),
         ..Default::default()
     }));
-    let policy = Policy {
-        hold_timeout: cfg.hold_timeout(),
-        write_retry: cfg.write_retry,
-    };
-    let replies = Arc::new(Replies::new(identity.clone()));
     let timeout = router.snapshot().limits.logical_session_timeout_minutes;
     let sessions = Sessions::for_timeout(cfg.pool_size.max(64) * 2, timeout.unwrap_or(30));
     let forwarder = Arc::new(Forwarder::new(
-        policy,
+        Policy {
+            hold_timeout: cfg.hold_timeout(),
+            write_retry: cfg.write_retry,
+        },
         router.clone(),
         pools.clone(),
-        replies,
+        Arc::new(Replies::new(identity.clone())),
         sessions.clone(),
     ));
-    let ctx = Arc::new(ClientContext {
-        forwarder,
-        limits: Limits {
-            max_message_size: cfg.max_message_size,
-            verify_checksum: true,
-        },
-        timeouts: cfg.client_timeouts(),
-        budget: crate::client::Budget::new(cfg.max_buffered_bytes),
-        users: std::sync::RwLock::new(Arc::new(load_users(&cfg)?)),
-        principals: Arc::new(crate::auth::Principals::default()),
-        allow_unauthenticated: cfg.allow_unauthenticated,
-    });
+    let security = Arc::new(security);
+    let ctx = client_context(&cfg, forwarder, &security);
     let hf = Holdfast {
         ctx: ctx.clone(),
-        users_file: cfg.users_file.clone(),
+        security,
         listen_addr: String::new(),
         admin_addr: None,
         upstream: redacted,
@@ -260,6 +191,26 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
     bind(hf, &cfg, ctx).await
 }
 
+/// What every client connection shares.
+fn client_context(
+    cfg: &Config,
+    forwarder: Arc<Forwarder>,
+    security: &Security,
+) -> Arc<ClientContext> {
+    Arc::new(ClientContext {
+        forwarder,
+        limits: Limits {
+            max_message_size: cfg.max_message_size,
+            verify_checksum: true,
+        },
+        timeouts: cfg.client_timeouts(),
+        budget: crate::client::Budget::new(cfg.max_buffered_bytes),
+        users: std::sync::RwLock::new(Arc::new(security.users.clone())),
+        principals: security.principals.clone(),
+        allow_unauthenticated: cfg.allow_unauthenticated,
+    })
+}
+
 /// The configured upstream, or the embedded replica set's.
 async fn upstream_of(cfg: &Config) -> anyhow::Result<(String, Option<Embedded>)> {
     if let Some(u) = &cfg.upstream {
@@ -275,6 +226,11 @@ async fn upstream_of(cfg: &Config) -> anyhow::Result<(String, Option<Embedded>)>
 /// Binds the client listener and the admin endpoint.
 async fn bind(mut hf: Holdfast, cfg: &Config, ctx: Arc<ClientContext>) -> anyhow::Result<Holdfast> {
     let listener = Listener {
+        tls: hf.security.acceptor.clone(),
+        handshake_timeout: cfg
+            .client_timeouts()
+            .first_message
+            .unwrap_or(Duration::from_secs(10)),
         ctx,
         tracker: hf.tracker.clone(),
         shutdown: hf.shutdown.clone(),
@@ -308,12 +264,16 @@ impl Holdfast {
             stop.clone(),
         ));
         let router = self.router.clone();
+        let sweep_pools = self.pools.clone();
         let sweep_stop = stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = sweep_stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => router.sweep(),
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                        router.sweep();
+                        sweep_pools.shrink_idle();
+                    }
                 }
             }
         });
@@ -339,25 +299,28 @@ impl Holdfast {
     }
 }
 
-/// Ends holdfast's sessions `lsids` on the primary (best effort: the
-/// server expires them on its own after `logicalSessionTimeoutMinutes`).
-async fn end_sessions(router: &Router, pools: &Pools, lsids: Vec<bson::Document>) {
-    if lsids.is_empty() {
+/// Ends holdfast's sessions on the primary, each as its owner (best
+/// effort: the server expires them on its own after
+/// `logicalSessionTimeoutMinutes`).
+async fn end_sessions(router: &Router, pools: &Pools, ended: sessions::Ended) {
+    if ended.is_empty() {
         return;
     }
     let Some(primary) = router.snapshot().primary.clone() else {
         return;
     };
-    let count = lsids.len();
-    for cmd in sessions::end_sessions_commands(lsids) {
-        let frame = holdfast_wire::reply::msg_reply(0, 0, &cmd);
-        let sent = tokio::time::timeout(
-            Duration::from_secs(2),
-            pools.round_trip(&primary, &frame, false, Instant::now()),
-        )
-        .await;
-        if !matches!(sent, Ok(Ok(Some(_)))) {
-            tracing::debug!(member = %primary, "endSessions for holdfast's sessions got no reply");
+    let count = ended.len();
+    for (owner, lsids) in sessions::by_owner(ended) {
+        for cmd in sessions::end_sessions_commands(lsids) {
+            let frame = holdfast_wire::reply::msg_reply(0, 0, &cmd);
+            let sent = tokio::time::timeout(
+                Duration::from_secs(2),
+                pools.round_trip(&primary, &owner, &frame, false, Instant::now()),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(Some(_)))) {
+                tracing::debug!(member = %primary, "endSessions for holdfast's sessions got no reply");
+            }
         }
     }
     tracing::debug!(sessions = count, "ended holdfast's idle sessions");
@@ -366,6 +329,10 @@ async fn end_sessions(router: &Router, pools: &Pools, lsids: Vec<bson::Document>
 /// Accepts client connections.
 #[derive(Clone)]
 struct Listener {
+    /// TLS towards clients: every connection must complete a handshake.
+    tls: Option<holdfast_tls::Acceptor>,
+    /// The longest a TLS handshake may take.
+    handshake_timeout: Duration,
     ctx: Arc<ClientContext>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -433,12 +400,41 @@ impl Listener {
         metrics::gauge!("holdfast_client_connections").increment(1.0);
         let span = tracing::info_span!("client", peer = %peer);
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let (ctx, shutdown) = (self.ctx.clone(), self.shutdown.clone());
+        let this = self.clone();
         self.tracker.spawn(async move {
-            client::serve(ctx, conn_id, stream, peer, span, shutdown).await;
+            let (ctx, shutdown) = (this.ctx.clone(), this.shutdown.clone());
+            match &this.tls {
+                None => client::serve(ctx, conn_id, stream, peer, None, span, shutdown).await,
+                Some(acceptor) => {
+                    let accepted =
+                        tokio::time::timeout(this.handshake_timeout, acceptor.accept(stream)).await;
+                    match accepted {
+                        Ok(Ok(tls)) => {
+                            let subject = holdfast_tls::peer_subject(&tls);
+                            client::serve(ctx, conn_id, tls, peer, subject, span, shutdown).await
+                        }
+                        Ok(Err(e)) => tls_refused(&peer, &e.to_string()),
+                        Err(_) => tls_refused(&peer, "the TLS handshake timed out"),
+                    }
+                }
+            }
             metrics::gauge!("holdfast_client_connections").decrement(1.0);
             drop(permit);
         });
+    }
+}
+
+/// A client that did not complete the TLS handshake (a plaintext client,
+/// an untrusted or missing certificate, a timeout): counted, and logged at
+/// most every 10 s.
+fn tls_refused(peer: &str, why: &str) {
+    crate::metrics::tls_handshake_failed("client");
+    crate::metrics::client_closed("tls_handshake");
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap();
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+        *last = Some(Instant::now());
+        warn!(peer = %peer, error = %why, "client TLS handshake failed; connection closed (further failures in the next 10 s are only counted)");
     }
 }
 

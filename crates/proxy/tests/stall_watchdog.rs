@@ -25,7 +25,14 @@ fn body(f: &Frame) -> Document {
 
 /// One command on a pooled connection to `member`, answered.
 async fn command(pools: &Pools, member: &str, d: Document) -> Document {
-    let mut c = pools.get(member).checkout(Instant::now()).await.unwrap();
+    let mut c = pools
+        .get(member)
+        .checkout(
+            Instant::now(),
+            &holdfast_proxy::auth::Principal::service(None),
+        )
+        .await
+        .unwrap();
     c.send(&request(d)).await.unwrap();
     let r = body(&c.recv().await.unwrap());
     c.check_in(Instant::now());
@@ -66,7 +73,16 @@ async fn setup(stall: Duration, probe_timeout: Duration) -> Setup {
 async fn open(pools: &Pools, member: &str, n: usize) -> Vec<PooledConn> {
     let mut conns = Vec::new();
     for _ in 0..n {
-        conns.push(pools.get(member).checkout(Instant::now()).await.unwrap());
+        conns.push(
+            pools
+                .get(member)
+                .checkout(
+                    Instant::now(),
+                    &holdfast_proxy::auth::Principal::service(None),
+                )
+                .await
+                .unwrap(),
+        );
     }
     conns
 }

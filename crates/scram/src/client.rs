@@ -46,6 +46,8 @@ pub struct ClientConversation {
     keys: Option<ScramKeys>,
     salt: Option<Vec<u8>>,
     iterations: Option<u32>,
+    /// Keys derived from the password earlier, for one (salt, iterations).
+    cached: Option<(Vec<u8>, u32, ScramKeys)>,
 }
 
 enum State {
@@ -82,7 +84,15 @@ impl ClientConversation {
             keys: None,
             salt: None,
             iterations: None,
+            cached: None,
         }
+    }
+
+    /// Keys this password gave with `salt` and `iterations` before (see
+    /// [`keys`](Self::keys)): used instead of deriving them again (Hi is
+    /// thousands of HMACs) when the server sends the same salt and count.
+    pub fn reuse_keys(&mut self, salt: Vec<u8>, iterations: u32, keys: ScramKeys) {
+        self.cached = Some((salt, iterations, keys));
     }
 
     pub fn mechanism(&self) -> Mechanism {
@@ -118,12 +128,17 @@ impl ClientConversation {
             return Err(ScramError::IterationCountTooLow(parsed.iterations));
         }
         let m = self.mechanism;
-        let keys = match &self.credential {
-            Credential::Password(pw) => {
+        let cached = self
+            .cached
+            .take()
+            .filter(|(salt, n, k)| *salt == parsed.salt && *n == parsed.iterations && k.fits(m));
+        let keys = match (&self.credential, cached) {
+            (Credential::Password(_), Some((_, _, keys))) => keys,
+            (Credential::Password(pw), None) => {
                 ScramKeys::derive(m, &self.user, pw, &parsed.salt, parsed.iterations)?
             }
-            Credential::Keys(k) if k.fits(m) => k.clone(),
-            Credential::Keys(_) => {
+            (Credential::Keys(k), _) if k.fits(m) => k.clone(),
+            (Credential::Keys(_), _) => {
                 return Err(ScramError::InvalidSecret(
                     "key length does not match the mechanism",
                 ))

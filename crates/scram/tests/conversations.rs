@@ -598,3 +598,56 @@ mod no_panics {
         }
     }
 }
+
+/// One login against `secret`'s server with `credential` (and, if given,
+/// keys offered for reuse); whether the server accepted it.
+fn login_with_reuse(
+    secret: &ScramSecret,
+    credential: Credential,
+    reuse: Option<(Vec<u8>, u32, ScramKeys)>,
+) -> Result<ClientConversation, ScramError> {
+    let m = secret.mechanism();
+    let mut server = ServerConversation::new(m);
+    let mut c = ClientConversation::new(m, "svc", credential);
+    if let Some((salt, n, keys)) = reuse {
+        c.reuse_keys(salt, n, keys);
+    }
+    let first = server.client_first(c.client_first().as_bytes(), |_| Some(secret.clone()))?;
+    let fin = c.server_first(first.as_bytes())?;
+    let done = server.client_final(fin.as_bytes())?;
+    c.server_final(done.message.as_bytes())?;
+    Ok(c)
+}
+
+#[test]
+fn keys_derived_once_are_reused_for_the_same_salt_only() {
+    for m in [SHA1, SHA256] {
+        let secret = ScramSecret::generate(m, "svc", "right").unwrap();
+        let first = login_with_reuse(&secret, Credential::Password("right".into()), None).unwrap();
+        let (salt, n) = (first.salt().unwrap().to_vec(), first.iterations().unwrap());
+        let keys = first.keys().unwrap().clone();
+        // The cached keys are used: right ones log in...
+        let reuse = Some((salt.clone(), n, keys));
+        login_with_reuse(&secret, Credential::Password("right".into()), reuse).unwrap();
+        // ...and wrong ones fail although the password is right, which
+        // proves nothing was derived.
+        let other = ScramSecret::generate(m, "svc", "wrong").unwrap();
+        let wrong = login_with_reuse(&other, Credential::Password("wrong".into()), None).unwrap();
+        let wrong_keys = wrong.keys().unwrap().clone();
+        let e = login_with_reuse(
+            &secret,
+            Credential::Password("right".into()),
+            Some((salt.clone(), n, wrong_keys.clone())),
+        );
+        assert!(e.is_err());
+        // Another salt: the cache does not apply and the password is used.
+        let mut other_salt = salt.clone();
+        other_salt[0] ^= 1;
+        login_with_reuse(
+            &secret,
+            Credential::Password("right".into()),
+            Some((other_salt, n, wrong_keys)),
+        )
+        .unwrap();
+    }
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use bson::{doc, Document};
-use common::pki::{Pki, CLIENT_SUBJECT, STRANGER_SUBJECT};
+use common::pki::{Pki, SimTlsOf, CLIENT_SUBJECT, STRANGER_SUBJECT};
 use common::*;
 use holdfast_sim::client::{tls_config, RawClient};
 use holdfast_sim::scram::Mechanism;

@@ -24,8 +24,10 @@
 
 mod probe;
 mod snapshot;
+mod uri;
 mod watcher;
 
 pub use probe::hello;
 pub use snapshot::{MemberState, Role, ServerLimits, Snapshot};
+pub use uri::take_allow_invalid_hostnames;
 pub use watcher::{Topology, TopologyConfig, TopologyError};

@@ -99,6 +99,9 @@ pub struct MemberState {
     /// Round-trip time as the driver's monitor averages it. Not part of
     /// equality either.
     pub rtt: Option<std::time::Duration>,
+    /// Why checks of this member fail, when waiting will not fix it (its
+    /// TLS certificate is not trusted); cleared by the next answer.
+    pub failure: Option<String>,
 }
 
 impl PartialEq for MemberState {
@@ -116,6 +119,7 @@ impl PartialEq for MemberState {
             && self.tags == o.tags
             && self.last_write_date_ms == o.last_write_date_ms
             && self.last_write_op_time == o.last_write_op_time
+            && self.failure == o.failure
     }
 }
 
@@ -143,6 +147,7 @@ impl MemberState {
             last_write_op_time: None,
             observed_at_ms: now_ms(),
             rtt: None,
+            failure: None,
         }
     }
 
@@ -211,6 +216,7 @@ impl MemberState {
                 .and_then(|o| o.get_timestamp("ts").ok()),
             observed_at_ms: now_ms(),
             rtt: None,
+            failure: None,
         }
     }
 
@@ -295,6 +301,21 @@ impl Snapshot {
 
     pub fn member(&self, addr: &str) -> Option<&MemberState> {
         self.members.iter().find(|m| m.addr == addr)
+    }
+
+    /// Why no member can be used, when no primary is known and every
+    /// member fails for a reason waiting will not fix (each `addr: why`);
+    /// `None` while waiting may still help.
+    pub fn unreachable(&self) -> Option<String> {
+        if self.primary.is_some() || self.members.is_empty() {
+            return None;
+        }
+        let why: Option<Vec<String>> = self
+            .members
+            .iter()
+            .map(|m| m.failure.as_ref().map(|f| format!("{}: {f}", m.addr)))
+            .collect();
+        why.map(|w| w.join("; "))
     }
 }
 
@@ -509,6 +530,25 @@ mod tests {
         }
         let no_tv = MemberState::from_hello("a:27017", &doc! {"ok": 1});
         assert_eq!(no_tv.topology_version, None);
+    }
+
+    #[test]
+    fn unreachable_only_when_every_member_fails_for_good() {
+        let mut a = MemberState::unknown("a:1");
+        let b = MemberState::unknown("b:1");
+        a.failure = Some("certificate not trusted".into());
+        let s = derive_from_empty(vec![a.clone(), b.clone()]);
+        assert_eq!(s.unreachable(), None, "b may still answer");
+        let mut b2 = b.clone();
+        b2.failure = Some("certificate not trusted".into());
+        let s = derive_from_empty(vec![a.clone(), b2]);
+        assert_eq!(
+            s.unreachable().as_deref(),
+            Some("a:1: certificate not trusted; b:1: certificate not trusted")
+        );
+        let s = derive_from_empty(vec![a, claimant("b:1", Some(1), Some(1))]);
+        assert_eq!(s.unreachable(), None, "a primary is known");
+        assert_eq!(derive_from_empty(vec![]).unreachable(), None);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct TopologyConfig {
     pub heartbeat: Duration,
     /// The driver's connectTimeoutMS for its monitors.
     pub connect_timeout: Duration,
+    /// TLS for holdfast's probes (the driver's monitors take theirs from
+    /// the connection string).
+    pub tls: Option<holdfast_tls::Connector>,
 }
 
 impl TopologyConfig {
@@ -59,6 +62,7 @@ impl TopologyConfig {
             probe_timeout: Duration::from_millis(1000),
             heartbeat: Duration::from_millis(2000),
             connect_timeout: Duration::from_millis(2000),
+            tls: None,
         }
     }
 }
@@ -70,6 +74,8 @@ struct Inner {
     probes: Option<Probes>,
     probing: AtomicBool,
     in_flight: Mutex<HashSet<String>>,
+    /// When members that fail for good may be probed again.
+    backoff: Mutex<std::collections::HashMap<String, std::time::Instant>>,
     closed: AtomicBool,
 }
 
@@ -184,7 +190,8 @@ impl Topology {
     /// Starts watching. Returns at once; the first primary usually appears
     /// within a few milliseconds (see [`Topology::wait_for_primary`]).
     pub async fn start(cfg: TopologyConfig) -> Result<Topology, TopologyError> {
-        let mut opts = ClientOptions::parse(&cfg.uri)
+        let (uri, relaxed_hostnames) = crate::uri::take_allow_invalid_hostnames(&cfg.uri);
+        let mut opts = ClientOptions::parse(&uri)
             .await
             .map_err(|e| TopologyError::BadUri(e.to_string()))?;
         let seeds: Vec<String> = opts.hosts.iter().map(|h| h.to_string()).collect();
@@ -202,6 +209,18 @@ impl Topology {
                 inner.on_sdam_event(ev);
             }
         }));
+        // Monitoring needs no login (hello and ping run before one); the
+        // credentials are holdfast's backend connections' business.
+        opts.credential = None;
+        if let (Some(mongodb::options::Tls::Enabled(t)), Some(true)) =
+            (&mut opts.tls, relaxed_hostnames)
+        {
+            // With rustls the driver cannot skip the host-name check alone:
+            // under tlsAllowInvalidHostnames its monitors accept any
+            // certificate. They carry no credentials and no data; backend
+            // connections and holdfast's probes still verify the chain.
+            t.allow_invalid_certificates = Some(true);
+        }
         opts.heartbeat_freq = Some(cfg.heartbeat);
         opts.connect_timeout = Some(cfg.connect_timeout);
         opts.app_name = Some("holdfast-topology".into());
@@ -289,7 +308,7 @@ impl Topology {
         if self.inner.closed.load(Ordering::Relaxed) {
             return;
         }
-        self.inner.mark_unknown(addr);
+        self.inner.mark_unknown(addr, None);
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
@@ -374,6 +393,7 @@ impl Inner {
             probes,
             probing: AtomicBool::new(false),
             in_flight: Mutex::new(HashSet::new()),
+            backoff: Mutex::new(Default::default()),
             closed: AtomicBool::new(false),
         })
     }
@@ -390,7 +410,7 @@ impl Inner {
             SdamEvent::ServerHeartbeatFailed(e) => {
                 let addr = e.server_address.to_string();
                 debug!(member = %addr, "driver heartbeat failed");
-                self.mark_unknown(&addr);
+                self.mark_unknown(&addr, None);
             }
             SdamEvent::TopologyDescriptionChanged(e) => {
                 let mut added = false;
@@ -449,7 +469,9 @@ impl Inner {
         self.publish();
     }
 
-    fn mark_unknown(self: &Arc<Self>, addr: &str) {
+    /// `addr` did not answer. `failure`: why, when waiting will not fix it
+    /// (kept until the member answers again).
+    fn mark_unknown(self: &Arc<Self>, addr: &str, failure: Option<String>) {
         {
             let mut state = self.state.lock().unwrap();
             let e = state
@@ -458,8 +480,28 @@ impl Inner {
                 .or_insert_with(|| MemberState::unknown(addr));
             e.role = Role::Unknown;
             e.topology_version = None;
+            if let Some(f) = failure {
+                if e.failure.as_deref() != Some(f.as_str()) {
+                    warn!(member = %addr, error = %f, "cannot use this member until its TLS settings are fixed; requests are refused while no member can be used");
+                }
+                e.failure = Some(f);
+            }
         }
         self.publish();
+    }
+
+    /// A member that fails for good is probed once a second, not at every
+    /// `probe_interval`: true when it is time again.
+    fn backoff_passed(&self, addr: &str) -> bool {
+        let mut next = self.backoff.lock().unwrap();
+        let now = std::time::Instant::now();
+        match next.get(addr) {
+            Some(t) if *t > now => false,
+            _ => {
+                next.insert(addr.to_string(), now + Duration::from_secs(1));
+                true
+            }
+        }
     }
 
     /// Recomputes the snapshot; publishes it if anything routing-relevant changed.
@@ -504,6 +546,7 @@ impl Inner {
             return;
         }
         let (interval, timeout) = (probes.cfg.probe_interval, probes.cfg.probe_timeout);
+        let tls = probes.cfg.tls.clone();
         let inner = Arc::downgrade(self);
         probes.runtime.spawn(async move {
             loop {
@@ -520,21 +563,35 @@ impl Inner {
                         return;
                     }
                 }
-                let addrs: Vec<String> =
-                    this.state.lock().unwrap().members.keys().cloned().collect();
-                for addr in addrs {
+                let addrs: Vec<(String, bool)> = this
+                    .state
+                    .lock()
+                    .unwrap()
+                    .members
+                    .values()
+                    .map(|m| (m.addr.clone(), m.failure.is_some()))
+                    .collect();
+                for (addr, failing) in addrs {
+                    if failing && !this.backoff_passed(&addr) {
+                        continue;
+                    }
                     if !this.in_flight.lock().unwrap().insert(addr.clone()) {
                         continue;
                     }
                     let this2 = this.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let r = crate::probe::hello(&addr, timeout).await;
+                        let r = crate::probe::hello(&addr, timeout, tls.as_ref()).await;
                         this2.in_flight.lock().unwrap().remove(&addr);
                         match r {
                             Ok(doc) => this2.update(MemberState::from_hello(&addr, &doc)),
                             Err(e) => {
                                 debug!(member = %addr, error = %e, "probe failed");
-                                this2.mark_unknown(&addr);
+                                let failure = holdfast_tls::is_certificate_error(&e).then(|| {
+                                    metrics::counter!("holdfast_tls_handshake_failures_total", "side" => "upstream").increment(1);
+                                    format!("TLS handshake failed: {e}")
+                                });
+                                this2.mark_unknown(&addr, failure);
                             }
                         }
                     });

@@ -20,87 +20,74 @@ use std::sync::{Arc, RwLock};
 
 use holdfast_scram::{Mechanism, ScramKeys};
 
+use crate::pool::login::{Login, Method};
 pub use users::{UpstreamMode, User, Users};
 
-/// How a principal logs in upstream.
-#[derive(Clone)]
-pub enum UpstreamLogin {
-    /// holdfast's upstream identity (from the connection string).
-    Service,
-    /// The user's password.
-    Password {
-        user: String,
-        db: String,
-        password: String,
-    },
-    /// The ClientKey recovered from the user's login, with its ServerKey:
-    /// valid wherever the same secret is stored.
-    Keys {
-        user: String,
-        db: String,
-        mechanism: Mechanism,
-        keys: ScramKeys,
-    },
+/// Who a request runs as upstream: backend connections, cursors,
+/// transactions and holdfast's own sessions are kept per principal, so no
+/// request ever travels on a connection logged in as someone else.
+pub struct Principal {
+    /// `service`, or `<db>.<user>` (with `/<mechanism>` for a key login).
+    pub key: Arc<str>,
+    /// How its backend connections log in (`None`: they do not).
+    pub login: Option<Arc<Login>>,
 }
 
-impl std::fmt::Debug for UpstreamLogin {
+impl std::fmt::Debug for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamLogin::Service => f.write_str("Service"),
-            UpstreamLogin::Password { user, db, .. } => write!(f, "Password({db}.{user})"),
-            UpstreamLogin::Keys {
-                user,
-                db,
-                mechanism,
-                ..
-            } => {
-                write!(f, "Keys({db}.{user}, {})", mechanism.name())
-            }
-        }
+        f.debug_struct("Principal")
+            .field("key", &self.key)
+            .field("login", &self.login)
+            .finish()
     }
 }
 
-/// Who a request runs as upstream: its backend connections, cursors,
-/// transactions and holdfast's sessions are kept per principal.
-#[derive(Debug)]
-pub struct Principal {
-    /// `service`, or `<db>.<user>` (with the mechanism for a key login).
-    pub key: Arc<str>,
-    pub login: UpstreamLogin,
-}
-
 impl Principal {
-    pub fn service() -> Arc<Principal> {
+    /// holdfast's upstream identity, logging in as `login`.
+    pub fn service(login: Option<Arc<Login>>) -> Arc<Principal> {
         Arc::new(Principal {
-            key: Arc::from("service"),
-            login: UpstreamLogin::Service,
+            key: Arc::from(SERVICE),
+            login,
         })
     }
 
     pub fn is_service(&self) -> bool {
-        matches!(self.login, UpstreamLogin::Service)
+        &*self.key == SERVICE
     }
 }
+
+const SERVICE: &str = "service";
 
 /// The principals holdfast knows, so every connection of one user shares
 /// one set of backend pools.
 pub struct Principals {
-    service: Arc<Principal>,
+    service: RwLock<Arc<Principal>>,
     known: RwLock<Vec<Arc<Principal>>>,
 }
 
 impl Default for Principals {
     fn default() -> Self {
-        Principals {
-            service: Principal::service(),
-            known: RwLock::new(Vec::new()),
-        }
+        Principals::new(None)
     }
 }
 
 impl Principals {
+    /// `service`: how the upstream identity logs in.
+    pub fn new(service: Option<Arc<Login>>) -> Principals {
+        Principals {
+            service: RwLock::new(Principal::service(service)),
+            known: RwLock::new(Vec::new()),
+        }
+    }
+
     pub fn service(&self) -> Arc<Principal> {
-        self.service.clone()
+        self.service.read().unwrap().clone()
+    }
+
+    /// A new upstream login (the password file was re-read): new backend
+    /// connections of the upstream identity use it.
+    pub fn set_service_login(&self, login: Option<Arc<Login>>) {
+        *self.service.write().unwrap() = Principal::service(login);
     }
 
     /// The principal `user` logs in upstream as, after logging in to
@@ -109,37 +96,37 @@ impl Principals {
         if user.upstream == UpstreamMode::Service {
             return self.service();
         }
-        let (key, login) = match &user.password {
+        let (key, method) = match &user.password {
             Some(pw) => (
                 user.key(),
-                UpstreamLogin::Password {
-                    user: user.name.clone(),
-                    db: user.db.clone(),
+                Method::Password {
                     password: pw.clone(),
+                    mechanism: None,
+                    cache: Default::default(),
                 },
             ),
             None => (
                 format!("{}/{}", user.key(), mechanism.name()),
-                UpstreamLogin::Keys {
-                    user: user.name.clone(),
-                    db: user.db.clone(),
-                    mechanism,
-                    keys,
-                },
+                Method::Keys { mechanism, keys },
             ),
+        };
+        let login = Login {
+            user: user.name.clone(),
+            db: user.db.clone(),
+            method,
         };
         self.intern(key, login)
     }
 
-    fn intern(&self, key: String, login: UpstreamLogin) -> Arc<Principal> {
+    fn intern(&self, key: String, login: Login) -> Arc<Principal> {
         if let Some(p) = self.known.read().unwrap().iter().find(|p| *p.key == *key) {
-            if same_login(&p.login, &login) {
+            if p.login.as_deref().is_some_and(|l| same_login(l, &login)) {
                 return p.clone();
             }
         }
         let p = Arc::new(Principal {
             key: Arc::from(key.as_str()),
-            login,
+            login: Some(Arc::new(login)),
         });
         let mut known = self.known.write().unwrap();
         known.retain(|q| q.key != p.key);
@@ -149,14 +136,10 @@ impl Principals {
 }
 
 /// The same upstream login (a changed password makes a new principal).
-fn same_login(a: &UpstreamLogin, b: &UpstreamLogin) -> bool {
-    match (a, b) {
-        (UpstreamLogin::Service, UpstreamLogin::Service) => true,
-        (
-            UpstreamLogin::Password { password: x, .. },
-            UpstreamLogin::Password { password: y, .. },
-        ) => x == y,
-        (UpstreamLogin::Keys { keys: x, .. }, UpstreamLogin::Keys { keys: y, .. }) => {
+fn same_login(a: &Login, b: &Login) -> bool {
+    match (&a.method, &b.method) {
+        (Method::Password { password: x, .. }, Method::Password { password: y, .. }) => x == y,
+        (Method::Keys { keys: x, .. }, Method::Keys { keys: y, .. }) => {
             x.client_key() == y.client_key() && x.server_key() == y.server_key()
         }
         _ => false,

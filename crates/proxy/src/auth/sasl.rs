@@ -512,11 +512,9 @@ mod tests {
         let mut a = ClientAuth::default();
         login(&mut a, &users, &p, Mechanism::ScramSha256, "s", "pw", true);
         let pr = a.principal().unwrap();
-        let super::super::UpstreamLogin::Keys {
-            keys, mechanism, ..
-        } = &pr.login
-        else {
-            panic!("{:?}", pr.login)
+        let upstream = pr.login.as_deref().unwrap();
+        let crate::pool::login::Method::Keys { keys, mechanism } = &upstream.method else {
+            panic!("{upstream:?}")
         };
         assert_eq!(*mechanism, Mechanism::ScramSha256);
         assert!(

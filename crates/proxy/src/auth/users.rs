@@ -130,7 +130,7 @@ impl User {
 }
 
 /// The users of one reading of the file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Users {
     by_key: HashMap<(String, String), Arc<User>>,
     /// Where they came from (for reloads and messages).
@@ -169,34 +169,8 @@ impl Users {
             reason: e.to_string(),
         })?;
         let mut users = Users::parse(&text, &p, path.parent())?;
-        users.require_service_upstream(&p)?;
         users.path = Some(path.to_path_buf());
         Ok(users)
-    }
-
-    /// Every user must say `upstream = "service"`: this version keeps no
-    /// backend connections per user, so a user meant to reach the upstream
-    /// as itself would act with the upstream identity's rights instead.
-    /// Refused rather than granted more than the file says.
-    fn require_service_upstream(&self, path: &str) -> Result<(), UsersError> {
-        let mut own: Vec<&Arc<User>> = self
-            .by_key
-            .values()
-            .filter(|u| u.upstream == UpstreamMode::OwnIdentity)
-            .collect();
-        own.sort_by_key(|a| a.key());
-        match own.first() {
-            None => Ok(()),
-            Some(u) => Err(UsersError::User {
-                path: path.to_string(),
-                user: format!("{}.{}", u.db, u.name),
-                reason: "upstream = \"self\" (the default) is not available in this version: \
-                         holdfast does not yet keep backend connections per user, so this user \
-                         would act with holdfast's upstream identity's rights; set \
-                         upstream = \"service\" to run it as the upstream identity"
-                    .into(),
-            }),
-        }
     }
 
     /// Parses users-file text (`dir`: where relative password files are).
@@ -317,27 +291,6 @@ mod tests {
     }
 
     #[test]
-    fn a_file_whose_users_would_reach_the_upstream_as_themselves_is_refused() {
-        let dir = std::env::temp_dir().join(format!("holdfast-users-self-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("users.toml");
-        std::fs::write(&f, "[[user]]\nname = \"app\"\npassword = \"secret\"\n").unwrap();
-        let e = Users::load(&f).unwrap_err().to_string();
-        assert!(
-            e.contains("admin.app") && e.contains("upstream = \"service\""),
-            "{e}"
-        );
-        assert!(!e.contains("secret\""), "no password in the error: {e}");
-        std::fs::write(
-            &f,
-            "[[user]]\nname = \"app\"\npassword = \"secret\"\nupstream = \"service\"\n",
-        )
-        .unwrap();
-        assert_eq!(Users::load(&f).unwrap().len(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
     fn passwords_secrets_and_x509_users() {
         let sha256 = ScramSecret::generate(Mechanism::ScramSha256, "reports", "pw").unwrap();
         let text = format!(
@@ -408,7 +361,7 @@ mod tests {
         std::fs::write(dir.join("pw"), "from-file\n").unwrap();
         std::fs::write(
             dir.join("users.toml"),
-            "[[user]]\nname = \"f\"\npassword_file = \"pw\"\nupstream = \"service\"\n",
+            "[[user]]\nname = \"f\"\npassword_file = \"pw\"\n",
         )
         .unwrap();
         let u = Users::load(&dir.join("users.toml")).unwrap();

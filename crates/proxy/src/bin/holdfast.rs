@@ -179,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
-                    if let Err(e) = hf.reload() {
+                    if let Err(e) = hf.reload().await {
                         tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the previous configuration");
                     }
                 }

@@ -84,6 +84,7 @@ pub async fn serve<S>(
     conn_id: i64,
     stream: S,
     peer: String,
+    tls_subject: Option<String>,
     span: tracing::Span,
     shutdown: CancellationToken,
 ) where
@@ -102,6 +103,7 @@ pub async fn serve<S>(
         pipelined_gle: None,
         auth: crate::auth::sasl::ClientAuth::default(),
     };
+    client.auth.peer_subject = tls_subject;
     // Registered with the token once per connection, not once per request.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);

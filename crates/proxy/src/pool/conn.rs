@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bson::doc;
+use bson::{doc, Document};
 use bytes::BytesMut;
-use holdfast_scram::Mechanism;
+use holdfast_tls::{Connector, Stream};
 use holdfast_wire::{Frame, FrameCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,6 +15,12 @@ use tokio_util::codec::Decoder;
 
 use super::login::{self, Conversation, Login, Step};
 use super::BackendError;
+use crate::metrics as m;
+
+/// The login a hello started (SCRAM: its conversation; X.509: none).
+struct Speculative {
+    conversation: Option<Conversation>,
+}
 
 /// What the stall watchdog knows of one backend connection.
 pub(super) struct InFlight {
@@ -48,7 +54,9 @@ impl Clock {
 
 /// One backend connection.
 pub struct BackendConn {
-    stream: TcpStream,
+    /// The principal this connection logged in as (its key).
+    pub(super) owner: Arc<str>,
+    stream: Stream,
     buf: BytesMut,
     codec: FrameCodec,
     pub(super) generation: u64,
@@ -58,28 +66,47 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    /// Connects to `member` and runs holdfast's handshake, within `timeout`.
+    /// Connects to `member` (TLS with `tls`), runs holdfast's handshake and
+    /// logs in as `login`; the whole bounded by `timeout`.
     pub(super) async fn connect(
         member: &str,
         timeout: Duration,
         generation: u64,
         id: u64,
+        tls: Option<&Connector>,
         login: Option<&Login>,
+        owner: Arc<str>,
     ) -> Result<BackendConn, BackendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let err = |reason: String| BackendError::Connect {
             member: member.to_string(),
             reason,
         };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(member))
+        let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(member))
             .await
             .map_err(|_| err(format!("connect timed out after {timeout:?}")))?
             .map_err(|e| err(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
-        // A duplicate descriptor for the watchdog (same socket).
-        let std_stream = stream.into_std().map_err(|e| err(e.to_string()))?;
+        tcp.set_nodelay(true).map_err(|e| err(e.to_string()))?;
+        // A duplicate descriptor for the watchdog and the idle check (the
+        // same socket, under TLS too).
+        let std_stream = tcp.into_std().map_err(|e| err(e.to_string()))?;
         let socket = std_stream.try_clone().map_err(|e| err(e.to_string()))?;
-        let stream = TcpStream::from_std(std_stream).map_err(|e| err(e.to_string()))?;
+        let tcp = TcpStream::from_std(std_stream).map_err(|e| err(e.to_string()))?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(c) => {
+                let s = tokio::time::timeout_at(deadline, c.handshake(member, tcp))
+                    .await
+                    .map_err(|_| err("TLS handshake timed out".into()))?
+                    .map_err(|e| {
+                        m::tls_handshake_failed("upstream");
+                        err(format!("TLS handshake failed: {e}"))
+                    })?;
+                Stream::Tls(Box::new(s))
+            }
+        };
         let mut conn = BackendConn {
+            owner,
             stream,
             buf: BytesMut::with_capacity(16 * 1024),
             codec: FrameCodec::default(),
@@ -92,29 +119,41 @@ impl BackendConn {
                 socket,
             }),
         };
-        let hello = tokio::time::timeout(timeout, conn.handshake(login))
+        let (hello, speculative) = tokio::time::timeout_at(deadline, conn.handshake(login))
             .await
             .map_err(|_| err("handshake timed out".into()))?
             .map_err(|e| err(format!("handshake failed: {e}")))?;
         if let Some(login) = login {
-            let offered = login::body(&hello).map(|h| login::offered(&h));
-            let mechanism = login.mechanism_for(&offered.unwrap_or_default());
             let auth_err = |reason: String| BackendError::Auth {
                 member: member.to_string(),
                 user: login.principal(),
                 reason,
             };
-            tokio::time::timeout(timeout, conn.authenticate(login, mechanism))
-                .await
-                .map_err(|_| auth_err(format!("{} timed out", mechanism.name())))?
-                .map_err(auth_err)?;
+            let mechanism = login.mechanism_name(login.mechanism_for(&login::offered(&hello)));
+            let logged_in =
+                tokio::time::timeout_at(deadline, conn.authenticate(login, &hello, speculative))
+                    .await
+                    .map_err(|_| "the login timed out".to_string())
+                    .and_then(|r| r);
+            match logged_in {
+                Ok(()) => m::backend_login(mechanism, "ok"),
+                Err(e) => {
+                    m::backend_login(mechanism, "failed");
+                    return Err(auth_err(e));
+                }
+            }
         }
         Ok(conn)
     }
 
-    /// Each backend connection introduces itself with its own hello
-    /// (asking which mechanisms the upstream user has, when it logs in).
-    async fn handshake(&mut self, login: Option<&Login>) -> std::io::Result<Frame> {
+    /// Each backend connection introduces itself with its own hello; one
+    /// that logs in asks for the user's mechanisms and starts the login in
+    /// it (speculative authentication). Returns hello's reply and the
+    /// conversation it started.
+    async fn handshake(
+        &mut self,
+        login: Option<&Login>,
+    ) -> std::io::Result<(Document, Option<Speculative>)> {
         let mut hello = doc! {
             "hello": 1,
             "client": {
@@ -124,29 +163,82 @@ impl BackendConn {
             },
             "$db": "admin",
         };
+        let mut speculative = None;
         if let Some(l) = login {
-            hello.insert("saslSupportedMechs", l.principal());
+            if l.negotiates() {
+                hello.insert("saslSupportedMechs", l.principal());
+            }
+            let (first, conversation) = l.speculative();
+            hello.insert("speculativeAuthenticate", first);
+            speculative = Some(Speculative { conversation });
         }
         self.send(&login::request(&hello)).await?;
-        self.recv().await
+        let reply = self.recv().await?;
+        let body = login::body(&reply)
+            .ok_or_else(|| std::io::Error::other("hello's reply is not an OP_MSG document"))?;
+        Ok((body, speculative))
     }
 
-    /// The SCRAM conversation of `login` (at most four round trips).
-    async fn authenticate(&mut self, login: &Login, mechanism: Mechanism) -> Result<(), String> {
-        let mut c = Conversation::new(login, mechanism);
-        let mut next = c.start();
+    /// Logs in as `login`: from hello's `speculativeAuthenticate` answer
+    /// when the member took the first step, else from the start with the
+    /// mechanism the member offers (at most four round trips).
+    async fn authenticate(
+        &mut self,
+        login: &Login,
+        hello: &Document,
+        speculative: Option<Speculative>,
+    ) -> Result<(), String> {
+        let answer = hello.get_document("speculativeAuthenticate").ok();
+        let mechanism = login.mechanism_for(&login::offered(hello));
+        let (mut c, mut next) = match (mechanism, answer, speculative) {
+            // X.509: an answer means logged in.
+            (None, Some(_), _) => return Ok(()),
+            (None, None, _) => {
+                let reply = self.command(&login.x509_command(true)).await?;
+                return match login::error_of(&reply) {
+                    None => Ok(()),
+                    Some(e) => Err(e),
+                };
+            }
+            (
+                Some(_),
+                Some(a),
+                Some(Speculative {
+                    conversation: Some(mut c),
+                }),
+            ) => match c.on_reply(a)? {
+                Step::Done => {
+                    c.remember(login);
+                    return Ok(());
+                }
+                Step::Send(d) => (c, d),
+            },
+            (Some(m), _, _) => {
+                let mut c = Conversation::new(login, m);
+                let first = c.start();
+                (c, first)
+            }
+        };
         for _ in 0..4 {
-            self.send(&login::request(&next))
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply = self.recv().await.map_err(|e| e.to_string())?;
-            let body = login::body(&reply).ok_or("the reply is not an OP_MSG document")?;
-            match c.on_reply(&body)? {
-                Step::Done => return Ok(()),
+            let reply = self.command(&next).await?;
+            match c.on_reply(&reply)? {
+                Step::Done => {
+                    c.remember(login);
+                    return Ok(());
+                }
                 Step::Send(d) => next = d,
             }
         }
         Err("the conversation did not end".into())
+    }
+
+    /// One command and its reply document.
+    async fn command(&mut self, cmd: &Document) -> Result<Document, String> {
+        self.send(&login::request(cmd))
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = self.recv().await.map_err(|e| e.to_string())?;
+        login::body(&reply).ok_or_else(|| "the reply is not an OP_MSG document".to_string())
     }
 
     /// The reply arrived: nothing outstanding.
@@ -192,9 +284,10 @@ impl BackendConn {
         }
     }
 
-    /// Idle and healthy: nothing to read and not closed.
+    /// Idle and healthy: nothing to read and not closed. Peeks at the
+    /// socket underneath (a TLS record is never consumed here).
     pub(super) fn is_quiet(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        matches!(self.inflight.socket.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }

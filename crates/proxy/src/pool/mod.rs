@@ -1,7 +1,14 @@
 //! Backend connection pools, one per member.
 //!
+//! - Per identity: every connection logs in upstream as one principal (the
+//!   upstream identity, or a client's own user) and serves only requests of
+//!   that principal, so no request runs with another client's rights.
 //! - Bounded: at most `max_size` connections per member exist at once
-//!   (checked out + idle); further requests wait for one to be returned.
+//!   (checked out + idle), whatever the number of principals; further
+//!   requests wait for one to be returned. A principal that needs a new
+//!   connection while the member's connections sit idle for others closes
+//!   the oldest of those; idle connections older than `max_idle` are
+//!   closed by [`Pools::shrink_idle`].
 //! - A cap on concurrent connects per member.
 //! - A generation counter: bumped when the member stops being primary or a
 //!   network error is seen; connections of an older generation are closed
@@ -27,6 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tracing::warn;
 
+use crate::auth::Principal;
 use crate::metrics as m;
 
 mod conn;
@@ -77,9 +85,8 @@ pub struct PoolConfig {
     pub checkout_timeout: Duration,
     /// Idle connections older than this are closed.
     pub max_idle: Duration,
-    /// Who every backend connection logs in as (the connection string's
-    /// user); `None`: connections do not authenticate.
-    pub login: Option<Arc<Login>>,
+    /// TLS towards the members (the connection string's options).
+    pub tls: Option<holdfast_tls::Connector>,
 }
 
 impl Default for PoolConfig {
@@ -90,7 +97,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(2),
             checkout_timeout: Duration::from_secs(30),
             max_idle: Duration::from_secs(300),
-            login: None,
+            tls: None,
         }
     }
 }
@@ -118,6 +125,29 @@ pub struct Pool {
     next_probe_ms: AtomicU64,
     /// When a failed connect was last logged ([`Clock::ms`]; 0: never).
     last_connect_warning_ms: AtomicU64,
+    /// Principals whose last login failed: no new login is tried before
+    /// the back-off passes (wrong credentials do not get hammered).
+    login_failures: Mutex<Vec<LoginFailure>>,
+}
+
+/// A failed login of one principal's connections to this member.
+struct LoginFailure {
+    key: Arc<str>,
+    /// The login that failed (a reloaded password is tried at once).
+    login: usize,
+    user: String,
+    reason: String,
+    until: Instant,
+    step: Duration,
+}
+
+/// The first back-off after a failed login; it doubles up to the maximum.
+const LOGIN_BACKOFF: Duration = Duration::from_millis(250);
+const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Which login a principal has now (its address, to tell a reload apart).
+fn login_id(who: &Principal) -> usize {
+    who.login.as_ref().map_or(0, |l| Arc::as_ptr(l) as usize)
 }
 
 /// A checked-out connection. Return it with [`PooledConn::check_in`] after a
@@ -198,6 +228,7 @@ impl Pool {
             probing: AtomicBool::new(false),
             next_probe_ms: AtomicU64::new(0),
             last_connect_warning_ms: AtomicU64::new(0),
+            login_failures: Mutex::new(Vec::new()),
         })
     }
 
@@ -224,10 +255,14 @@ impl Pool {
         self.cfg.max_size - self.slots.available_permits()
     }
 
-    /// Checks out a connection: an idle one if a healthy one exists, else a
-    /// new one (bounded by `max_size` and `max_connecting`). `now` is a
-    /// recent instant, against which idle times are measured.
-    pub async fn checkout(self: &Arc<Self>, now: Instant) -> Result<PooledConn, BackendError> {
+    /// Checks out a connection of `who`: an idle one if a healthy one
+    /// exists, else a new one (bounded by `max_size` and `max_connecting`).
+    /// `now` is a recent instant, against which idle times are measured.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        now: Instant,
+        who: &Principal,
+    ) -> Result<PooledConn, BackendError> {
         // A free slot is the common case: no timer for it.
         let mut immediate = true;
         let slot = match self.slots.clone().try_acquire_owned() {
@@ -246,41 +281,73 @@ impl Pool {
             }
         };
         let gen = self.generation.load(Ordering::Acquire);
+        if let Some(c) = self.idle_of(who, gen, now) {
+            return Ok(self.lend(c, slot, immediate));
+        }
+        let _connecting = self.connecting.acquire().await.expect("never closed");
+        // Another connection may have come back while we waited to connect.
+        if let Some(c) = self.idle_of(who, gen, now) {
+            return Ok(self.lend(c, slot, false));
+        }
+        self.make_room();
+        let conn = self.connect(gen, who).await?;
+        Ok(self.lend(conn, slot, false))
+    }
+
+    fn lend(
+        self: &Arc<Self>,
+        c: BackendConn,
+        slot: OwnedSemaphorePermit,
+        immediate: bool,
+    ) -> PooledConn {
+        PooledConn {
+            conn: Some(c),
+            pool: self.clone(),
+            _slot: slot,
+            immediate,
+        }
+    }
+
+    /// The newest healthy idle connection of `who`; unhealthy ones met on
+    /// the way are closed.
+    fn idle_of(&self, who: &Principal, gen: u64, now: Instant) -> Option<BackendConn> {
+        let mut state = self.state.lock().unwrap();
         loop {
-            let c = self.state.lock().unwrap().idle.pop();
-            let Some(c) = c else { break };
+            let i = state.idle.iter().rposition(|c| *c.owner == *who.key)?;
+            let c = state.idle.remove(i);
             if c.generation == gen
                 && c.is_quiet()
                 && now.saturating_duration_since(c.idle_since) < self.cfg.max_idle
             {
-                return Ok(PooledConn {
-                    conn: Some(c),
-                    pool: self.clone(),
-                    _slot: slot,
-                    immediate,
-                });
+                return Some(c);
             }
             m::backend_conn_closed(&self.member, "unhealthy");
         }
-        let _connecting = self.connecting.acquire().await.expect("never closed");
-        // Another connection may have come back while we waited to connect.
-        if let Some(c) = self.state.lock().unwrap().idle.pop() {
-            if c.generation == gen && c.is_quiet() {
-                return Ok(PooledConn {
-                    conn: Some(c),
-                    pool: self.clone(),
-                    _slot: slot,
-                    immediate: false,
-                });
-            }
+    }
+
+    /// Before a new connection: closes the oldest idle connections (of
+    /// other principals) until it fits in `max_size`.
+    fn make_room(&self) {
+        let mut state = self.state.lock().unwrap();
+        // The caller's slot counts in `checked_out`.
+        let allowed = self.cfg.max_size.saturating_sub(self.checked_out());
+        while state.idle.len() > allowed {
+            state.idle.remove(0);
+            m::backend_conn_closed(&self.member, "evicted");
         }
-        let conn = self.connect(gen).await?;
-        Ok(PooledConn {
-            conn: Some(conn),
-            pool: self.clone(),
-            _slot: slot,
-            immediate: false,
-        })
+    }
+
+    /// Closes idle connections unused for `max_idle` (a user who left
+    /// keeps no connections).
+    pub fn shrink_idle(&self, now: Instant) {
+        let mut state = self.state.lock().unwrap();
+        let before = state.idle.len();
+        state
+            .idle
+            .retain(|c| now.saturating_duration_since(c.idle_since) < self.cfg.max_idle);
+        for _ in state.idle.len()..before {
+            m::backend_conn_closed(&self.member, "idle");
+        }
     }
 
     /// A failed connect or handshake: a metric, and a log line at most
@@ -295,17 +362,68 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, generation: u64) -> Result<BackendConn, BackendError> {
+    /// The recent login failure of `who`, while its back-off lasts.
+    fn backing_off(&self, who: &Principal) -> Option<BackendError> {
+        let failures = self.login_failures.lock().unwrap();
+        let f = failures
+            .iter()
+            .find(|f| f.key == who.key && f.login == login_id(who))?;
+        let left = f.until.checked_duration_since(Instant::now())?;
+        Some(BackendError::Auth {
+            member: self.member.clone(),
+            user: f.user.clone(),
+            reason: format!(
+                "{} (the last login failed; the next try is in {} ms)",
+                f.reason,
+                left.as_millis()
+            ),
+        })
+    }
+
+    /// Records how `who`'s login went: a failure starts or doubles its
+    /// back-off, a success ends it.
+    fn login_outcome(&self, who: &Principal, failed: Option<&BackendError>) {
+        let mut failures = self.login_failures.lock().unwrap();
+        let at = failures.iter().position(|f| f.key == who.key);
+        let Some(BackendError::Auth { user, reason, .. }) = failed else {
+            if let Some(i) = at {
+                failures.remove(i);
+            }
+            return;
+        };
+        let step = match at.map(|i| failures.remove(i)) {
+            Some(f) if f.login == login_id(who) => (f.step * 2).min(LOGIN_BACKOFF_MAX),
+            _ => LOGIN_BACKOFF,
+        };
+        failures.push(LoginFailure {
+            key: who.key.clone(),
+            login: login_id(who),
+            user: user.clone(),
+            reason: reason.clone(),
+            until: Instant::now() + step,
+            step,
+        });
+    }
+
+    async fn connect(&self, generation: u64, who: &Principal) -> Result<BackendConn, BackendError> {
+        if let Some(e) = self.backing_off(who) {
+            return Err(e);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = BackendConn::connect(
             &self.member,
             self.cfg.connect_timeout,
             generation,
             id,
-            self.cfg.login.as_deref(),
+            self.cfg.tls.as_ref(),
+            who.login.as_deref(),
+            who.key.clone(),
         )
-        .await
-        .inspect_err(|e| self.connect_failed(e))?;
+        .await;
+        if who.login.is_some() {
+            self.login_outcome(who, conn.as_ref().err());
+        }
+        let conn = conn.inspect_err(|e| self.connect_failed(e))?;
         let mut all = self.inflight.lock().unwrap();
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&conn.inflight));
@@ -353,11 +471,12 @@ impl Pools {
     pub async fn round_trip(
         &self,
         member: &str,
+        who: &Principal,
         frame: &Frame,
         unacknowledged: bool,
         started: Instant,
     ) -> Result<Option<Frame>, BackendError> {
-        let mut conn = self.get(member).checkout(started).await?;
+        let mut conn = self.get(member).checkout(started, who).await?;
         // Waiting for the pool is not waiting for the member.
         let started = if conn.immediate {
             started
@@ -400,6 +519,14 @@ impl Pools {
 
     pub fn config(&self) -> &PoolConfig {
         &self.cfg
+    }
+
+    /// Closes every member's idle connections unused for `max_idle`.
+    pub fn shrink_idle(&self) {
+        let now = Instant::now();
+        for p in self.all() {
+            p.shrink_idle(now);
+        }
     }
 }
 
@@ -448,6 +575,17 @@ mod tests {
         reply::msg_reply_bytes(1, 0, MsgFlags::empty(), b)
     }
 
+    fn svc() -> Arc<Principal> {
+        Principal::service(None)
+    }
+
+    fn user(name: &str) -> Arc<Principal> {
+        Arc::new(Principal {
+            key: Arc::from(name),
+            login: None,
+        })
+    }
+
     fn pools(max_size: usize) -> Pools {
         Pools::new(PoolConfig {
             max_size,
@@ -462,7 +600,7 @@ mod tests {
         let p = pools(4);
         for _ in 0..5 {
             let r = p
-                .round_trip(&addr, &request("ping"), false, Instant::now())
+                .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
                 .await;
             assert!(r.unwrap().is_some());
         }
@@ -476,19 +614,131 @@ mod tests {
         let (addr, accepted) = server().await;
         let p = pools(2);
         let pool = p.get(&addr);
-        let a = pool.checkout(Instant::now()).await.unwrap();
-        let b = pool.checkout(Instant::now()).await.unwrap();
+        let a = pool.checkout(Instant::now(), &svc()).await.unwrap();
+        let b = pool.checkout(Instant::now(), &svc()).await.unwrap();
         assert_eq!(pool.checked_out(), 2);
-        match pool.checkout(Instant::now()).await {
+        match pool.checkout(Instant::now(), &svc()).await {
             Err(e @ BackendError::PoolTimeout { .. }) => assert!(!e.maybe_sent()),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a third connection in a pool of two"),
         }
         a.check_in(Instant::now());
-        let c = pool.checkout(Instant::now()).await.unwrap();
+        let c = pool.checkout(Instant::now(), &svc()).await.unwrap();
         assert!(!c.immediate || pool.idle_count() == 0);
         drop((b, c));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_only_the_principal_it_logged_in_as() {
+        let (addr, accepted) = server().await;
+        let p = pools(4);
+        let (a, b) = (user("admin.a"), user("admin.b"));
+        for who in [&a, &b, &a, &b] {
+            p.round_trip(&addr, who, &request("ping"), false, Instant::now())
+                .await
+                .unwrap();
+        }
+        // One connection each, reused only by its own principal.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let pool = p.get(&addr);
+        let c = pool.checkout(Instant::now(), &a).await.unwrap();
+        assert_eq!(&*c.owner, "admin.a");
+        drop(c);
+        let c = pool.checkout(Instant::now(), &b).await.unwrap();
+        assert_eq!(&*c.owner, "admin.b");
+    }
+
+    #[tokio::test]
+    async fn many_principals_stay_within_the_members_bound() {
+        let (addr, accepted) = server().await;
+        let p = pools(3);
+        let pool = p.get(&addr);
+        for i in 0..10 {
+            let who = user(&format!("admin.u{i}"));
+            p.round_trip(&addr, &who, &request("ping"), false, Instant::now())
+                .await
+                .unwrap();
+            assert!(pool.idle_count() + pool.checked_out() <= 3);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 10);
+        assert_eq!(pool.idle_count(), 3, "the newest three stay idle");
+        // Held connections are never evicted: with two out, a third
+        // principal gets the one remaining place.
+        let x = pool
+            .checkout(Instant::now(), &user("admin.u9"))
+            .await
+            .unwrap();
+        let y = pool
+            .checkout(Instant::now(), &user("admin.u8"))
+            .await
+            .unwrap();
+        let z = pool
+            .checkout(Instant::now(), &user("admin.new"))
+            .await
+            .unwrap();
+        assert_eq!(pool.idle_count(), 0);
+        drop((x, y, z));
+    }
+
+    #[tokio::test]
+    async fn a_failed_login_is_not_retried_before_its_back_off() {
+        // The tiny server answers saslStart with {ok: 1}: no SCRAM, so the
+        // login fails on holdfast's side.
+        let (addr, accepted) = server().await;
+        let p = pools(4);
+        let who = Arc::new(Principal {
+            key: Arc::from("admin.svc"),
+            login: Some(Arc::new(Login::password("svc", "admin", "pw", None))),
+        });
+        let e = p
+            .round_trip(&addr, &who, &request("ping"), false, Instant::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackendError::Auth { .. }), "{e}");
+        assert!(!e.maybe_sent());
+        let e = p
+            .round_trip(&addr, &who, &request("ping"), false, Instant::now())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("the next try is in"), "{e}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "no second login within the back-off"
+        );
+        tokio::time::sleep(LOGIN_BACKOFF + Duration::from_millis(50)).await;
+        let _ = p
+            .round_trip(&addr, &who, &request("ping"), false, Instant::now())
+            .await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "tried again after it");
+        // A reloaded login (another password) is tried at once.
+        let reloaded = Arc::new(Principal {
+            key: Arc::from("admin.svc"),
+            login: Some(Arc::new(Login::password("svc", "admin", "new", None))),
+        });
+        let _ = p
+            .round_trip(&addr, &reloaded, &request("ping"), false, Instant::now())
+            .await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_max_idle() {
+        let (addr, _) = server().await;
+        let p = Pools::new(PoolConfig {
+            max_idle: Duration::from_millis(50),
+            ..Default::default()
+        });
+        p.round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(p.get(&addr).idle_count(), 1);
+        p.shrink_idle();
+        assert_eq!(p.get(&addr).idle_count(), 1, "not idle long enough yet");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        p.shrink_idle();
+        assert_eq!(p.get(&addr).idle_count(), 0);
     }
 
     #[tokio::test]
@@ -497,13 +747,13 @@ mod tests {
         let p = pools(4);
         let pool = p.get(&addr);
         {
-            let mut c = pool.checkout(Instant::now()).await.unwrap();
+            let mut c = pool.checkout(Instant::now(), &svc()).await.unwrap();
             c.send(&request("silence")).await.unwrap();
             // Dropped without a reply read: closed, never back in the pool.
         }
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(pool.checked_out(), 0);
-        p.round_trip(&addr, &request("ping"), false, Instant::now())
+        p.round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
             .await
             .unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -514,16 +764,16 @@ mod tests {
         let (addr, accepted) = server().await;
         let p = pools(4);
         let pool = p.get(&addr);
-        p.round_trip(&addr, &request("ping"), false, Instant::now())
+        p.round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
             .await
             .unwrap();
-        let out = pool.checkout(Instant::now()).await.unwrap();
+        let out = pool.checkout(Instant::now(), &svc()).await.unwrap();
         let gen = out.generation();
         pool.clear();
         assert_eq!(pool.idle_count(), 0);
         out.check_in(Instant::now());
         assert_eq!(pool.idle_count(), 0, "an older generation is not kept");
-        let fresh = pool.checkout(Instant::now()).await.unwrap();
+        let fresh = pool.checkout(Instant::now(), &svc()).await.unwrap();
         assert!(fresh.generation() > gen);
         drop(fresh);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -534,13 +784,13 @@ mod tests {
         let (addr, _) = server().await;
         let p = pools(1);
         let r = p
-            .round_trip(&addr, &request("silence"), true, Instant::now())
+            .round_trip(&addr, &svc(), &request("silence"), true, Instant::now())
             .await
             .unwrap();
         assert!(r.is_none());
         // The connection is clean and serves the next request.
         let r = p
-            .round_trip(&addr, &request("ping"), false, Instant::now())
+            .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
             .await
             .unwrap()
             .unwrap();
@@ -553,7 +803,7 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         let e = pools(1)
-            .round_trip(&addr, &request("ping"), false, Instant::now())
+            .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
             .await
             .unwrap_err();
         assert!(matches!(e, BackendError::Connect { .. }), "{e}");
@@ -576,7 +826,7 @@ mod tests {
             }
         });
         let e = pools(1)
-            .round_trip(&addr, &request("ping"), false, Instant::now())
+            .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
             .await
             .unwrap_err();
         assert!(matches!(e, BackendError::Network { .. }), "{e}");
@@ -598,7 +848,7 @@ mod tests {
         // it is only slow: it keeps waiting.
         let slow = tokio::time::timeout(
             Duration::from_millis(600),
-            p.round_trip(&addr, &request("silence"), false, Instant::now()),
+            p.round_trip(&addr, &svc(), &request("silence"), false, Instant::now()),
         )
         .await;
         assert!(slow.is_err(), "a member that answers probes is not cut");

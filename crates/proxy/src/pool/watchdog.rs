@@ -72,7 +72,7 @@ async fn probe(
     probe_timeout: Duration,
     stall_ms: u64,
 ) {
-    let answered = holdfast_topology::hello(&pool.member, probe_timeout)
+    let answered = holdfast_topology::hello(&pool.member, probe_timeout, pool.cfg.tls.as_ref())
         .await
         .is_ok();
     if answered {
