@@ -8,7 +8,7 @@
 # component is skipped, so a warm run takes about a second.
 #
 # Installs:
-#   .venv/py4   pymongo 4.x (latest), backports.zstd, mockupdb, pytest, zstandard, python-snappy
+#   .venv/py4   pymongo 4.x (latest), backports.zstd, mockupdb, pytest, zstandard, python-snappy, dnslib
 #   .venv/py3   pymongo==3.12.3, pytest            (3.12.3 has no cp311 wheel: built from the sdist)
 #   tests/clients/node/node_modules   mongodb 6.x, mongosh 2.x (from package.json / package-lock.json)
 #   Debian packages listed in DEBIAN_PACKAGES below (prometheus with promtool, haproxy, and
@@ -44,7 +44,7 @@ export npm_config_yes=true npm_config_fund=false npm_config_audit=false npm_conf
 # What each virtualenv holds. Changing a line here invalidates that venv's stamp.
 # pymongo >= 4.14 does zstd wire compression with compression.zstd (Python 3.14) or its
 # backport `backports.zstd`; `zstandard` is what fake_mongod.py and the tests use.
-PY4_REQS=("pymongo>=4,<5" "backports.zstd; python_version < '3.14'" "mockupdb" "pytest" "zstandard" "kubernetes-validate" "pyyaml")
+PY4_REQS=("pymongo>=4,<5" "backports.zstd; python_version < '3.14'" "mockupdb" "pytest" "zstandard" "kubernetes-validate" "pyyaml" "dnslib")
 PY4_OPTIONAL=("python-snappy")            # installed if it installs; tests skip snappy otherwise
 PY3_REQS=("pymongo==3.12.3" "pytest")
 PY36_REQS=("pymongo==3.6.1")
@@ -56,6 +56,11 @@ PY36_REQS=("pymongo==3.6.1")
 DEBIAN_PACKAGES=(
     prometheus
     haproxy
+    # test certificates (tests/e2e/conftest.py) and the mongodb+srv test's
+    # network namespace (unshare from util-linux, ip from iproute2)
+    openssl
+    util-linux
+    iproute2
     # legacy drivers (tests/clients/legacy): Go 1.19 with mgo (2016) and the Go driver 1.8.4
     # as GOPATH sources, the Java driver 3.6.3 as jars in /usr/share/java
     golang-go

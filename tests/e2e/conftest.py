@@ -252,8 +252,8 @@ def openssl(*args, cwd):
 @pytest.fixture
 def pki(tmp_path):
     """Test certificates made with the openssl command line for each test
-    (never committed): a CA; a server certificate for 127.0.0.1 and
-    localhost (`server` holds certificate and key, `server_crt` and
+    (never committed): a CA; a server certificate for 127.0.0.1,
+    localhost and *.holdfast.test (`server` holds certificate and key, `server_crt` and
     `server_key` each); a client certificate whose subject is
     CLIENT_SUBJECT."""
     d = str(tmp_path)
@@ -278,7 +278,7 @@ def pki(tmp_path):
     paths = {
         "dir": d,
         "ca": os.path.join(d, "ca.pem"),
-        "server": leaf("server", "/O=holdfast/CN=sim", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        "server": leaf("server", "/O=holdfast/CN=sim", "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:*.holdfast.test"),
         "client": leaf("client", "/O=holdfast/OU=apps/CN=client", "extendedKeyUsage=clientAuth"),
     }
     paths["server_crt"] = os.path.join(d, "server.crt")

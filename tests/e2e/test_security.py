@@ -329,3 +329,43 @@ def test_seed_scenario_with_authentication_and_tls_gives_no_read_error(secure):
     print("seed scenario with auth and TLS:", json.dumps({"reads": reads[0], "errors": len(errors)}))
     assert errors == [], errors[:5]
     assert reads[0] > 1000
+
+
+def test_scram_secret_helper_and_flags(tmp_path, pki, sim):
+    """`holdfast scram-secret` turns a password into a users-file secret
+    (the password never lands in the file); the TLS and users settings as
+    flags and environment variables."""
+    import subprocess
+    from conftest import BIN
+    secret = subprocess.run([os.path.join(BIN, "holdfast"), "scram-secret", "--user", "rep"],
+                            input="rep-Pw-1\n", capture_output=True, text=True, check=True).stdout.strip()
+    assert secret.startswith("SCRAM-SHA-256$15000:") and "rep-Pw-1" not in secret
+    users = tmp_path / "users.toml"
+    users.write_text(f'[[user]]\nname = "rep"\nscram_sha256 = "{secret}"\nupstream = "service"\n')
+    env = dict(os.environ, HOLDFAST_TLS_KEY_FILE=pki["server_key"])
+    proxy = Holdfast(str(tmp_path), sim.uri, "--users-file", str(users), "--tls-cert-file", pki["server_crt"],
+                     env=env)
+    try:
+        with pymongo.MongoClient(proxy.uri, tls=True, tlsCAFile=pki["ca"], username="rep", password="rep-Pw-1",
+                                 serverSelectionTimeoutMS=10000) as c:
+            c.db1.t.insert_one({"by": "rep"})
+            assert c.db1.t.count_documents({"by": "rep"}) == 1
+        assert "rep-Pw-1" not in open(proxy.proc.path).read()
+    finally:
+        proxy.stop()
+
+
+def test_a_mongodb_srv_upstream_is_resolved_as_drivers_resolve_it(tmp_path, pki):
+    """Atlas-style `mongodb+srv://`: holdfast finds the members through SRV
+    records, takes replicaSet and authSource from the TXT record, and uses
+    TLS (implied by +srv). DNS is served inside a network namespace of the
+    test's own (`unshare`), so the machine's resolver is untouched."""
+    from conftest import BIN, REPO
+    script = os.path.join(REPO, "tests", "e2e", "srv_world.py")
+    out = run(["unshare", "-n", "-m", PY4, script, BIN, pki["ca"], pki["server"], str(tmp_path)], timeout=120)
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["count"] == 1, seen
+    assert seen["user"] == [{"user": "svc", "db": "admin"}], seen
+    assert "SRV _mongodb._tcp.cluster0.holdfast.test" in seen["asked"], seen
+    assert "TXT cluster0.holdfast.test" in seen["asked"], seen
+    assert seen["tls"] and not seen["log_has_password"], seen

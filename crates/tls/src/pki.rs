@@ -135,6 +135,19 @@ impl Pki {
         self.dir.join(name).display().to_string()
     }
 
+    /// The certificate and the key of the PEM file `name` (as `path`
+    /// names it) written as two files, for settings that take them apart.
+    pub fn cert_and_key(&self, name: &str) -> (PathBuf, PathBuf) {
+        let pem = std::fs::read_to_string(self.dir.join(name)).unwrap();
+        let at = pem.find("-----BEGIN PRIVATE KEY-----").unwrap();
+        let (cert, key) = pem.split_at(at);
+        let c = self.dir.join(format!("{name}.crt"));
+        let k = self.dir.join(format!("{name}.key"));
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c, k)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

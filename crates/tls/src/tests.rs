@@ -1,25 +1,11 @@
 //! Handshakes between a [`Connector`] and an [`Acceptor`] on loopback, with
 //! certificates made at test time.
 
-use std::path::PathBuf;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
 use crate::pki::{Pki, CLIENT_SUBJECT};
-
-fn split_pem(pki: &Pki, name: &str) -> (PathBuf, PathBuf) {
-    // The listener takes certificate and key as two files.
-    let pem = std::fs::read_to_string(pki.dir().join(name)).unwrap();
-    let at = pem.find("-----BEGIN PRIVATE KEY-----").unwrap();
-    let (cert, key) = pem.split_at(at);
-    let c = pki.dir().join(format!("{name}.crt"));
-    let k = pki.dir().join(format!("{name}.key"));
-    std::fs::write(&c, cert).unwrap();
-    std::fs::write(&k, key).unwrap();
-    (c, k)
-}
 
 /// A listener that echoes one line per connection; returns its address and
 /// the subjects of the client certificates it saw.
@@ -48,7 +34,7 @@ async fn echo_server(
 }
 
 fn listener(pki: &Pki, server: &str, mutual: bool) -> Acceptor {
-    let (cert_file, key_file) = split_pem(pki, server);
+    let (cert_file, key_file) = pki.cert_and_key(server);
     Acceptor::load(&ListenerTls {
         cert_file,
         key_file,
@@ -172,7 +158,7 @@ fn bad_files_are_named_and_keys_never_shown() {
     let e = Connector::new(&missing).unwrap_err().to_string();
     assert!(e.contains("nope.pem") && e.contains("cannot read"), "{e}");
     // A key file where the CA belongs: no CERTIFICATE block.
-    let (_, key) = split_pem(&pki, "server.pem");
+    let (_, key) = pki.cert_and_key("server.pem");
     let not_ca = UpstreamTls {
         ca_file: Some(key.clone()),
         ..Default::default()
@@ -212,7 +198,7 @@ fn server_names_from_addresses() {
 #[tokio::test]
 async fn reloading_picks_up_new_files_and_keeps_the_old_on_error() {
     let pki = Pki::new();
-    let (cert_file, key_file) = split_pem(&pki, "server.pem");
+    let (cert_file, key_file) = pki.cert_and_key("server.pem");
     let files = ListenerTls {
         cert_file: cert_file.clone(),
         key_file: key_file.clone(),
@@ -223,7 +209,7 @@ async fn reloading_picks_up_new_files_and_keeps_the_old_on_error() {
     exchange(&addr, &with_ca(&pki)).await.unwrap();
     // The certificate is replaced by one for another host: after reload
     // the listener presents it.
-    let (other_cert, other_key) = split_pem(&pki, "other-host.pem");
+    let (other_cert, other_key) = pki.cert_and_key("other-host.pem");
     std::fs::copy(&other_cert, &cert_file).unwrap();
     std::fs::copy(&other_key, &key_file).unwrap();
     exchange(&addr, &with_ca(&pki)).await.unwrap();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use holdfast_proxy::config::ElectionReads;
 use holdfast_proxy::{Config, WriteRetry};
 
 #[cfg(feature = "embedded-sim")]
@@ -49,6 +50,39 @@ struct Cli {
     /// Users holdfast authenticates its clients as (TOML); re-read on SIGHUP
     #[arg(long, env = "HOLDFAST_USERS_FILE")]
     users_file: Option<PathBuf>,
+    /// With a users file: clients that have not logged in run as the upstream identity
+    #[arg(long, env = "HOLDFAST_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: Option<bool>,
+    /// File whose first line is the upstream user's password; re-read on SIGHUP
+    #[arg(long, env = "HOLDFAST_UPSTREAM_PASSWORD_FILE")]
+    upstream_password_file: Option<PathBuf>,
+    /// TLS towards clients: certificate chain (PEM); re-read on SIGHUP
+    #[arg(long, env = "HOLDFAST_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// TLS towards clients: private key (PEM); re-read on SIGHUP
+    #[arg(long, env = "HOLDFAST_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// Mutual TLS: the CA client certificates must be signed by (PEM)
+    #[arg(long, env = "HOLDFAST_TLS_CLIENT_CA_FILE")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Primary-mode reads while no primary is known: hold (default) or secondary
+    #[arg(long, env = "HOLDFAST_ELECTION_READS", value_enum)]
+    election_reads: Option<ElectionReads>,
+    /// Read-preference latency window, ms
+    #[arg(long, env = "HOLDFAST_LOCAL_THRESHOLD_MS")]
+    local_threshold_ms: Option<u64>,
+    /// A new client connection must send its first message within this, ms (0: no limit)
+    #[arg(long, env = "HOLDFAST_CLIENT_FIRST_MESSAGE_TIMEOUT_MS")]
+    client_first_message_timeout_ms: Option<u64>,
+    /// A started frame must complete within this, ms (0: no limit)
+    #[arg(long, env = "HOLDFAST_CLIENT_FRAME_TIMEOUT_MS")]
+    client_frame_timeout_ms: Option<u64>,
+    /// Idle client connections are closed after this, ms (0: never)
+    #[arg(long, env = "HOLDFAST_CLIENT_IDLE_TIMEOUT_MS")]
+    client_idle_timeout_ms: Option<u64>,
+    /// One memory budget for every buffered request byte
+    #[arg(long, env = "HOLDFAST_MAX_BUFFERED_BYTES")]
+    max_buffered_bytes: Option<usize>,
     /// Log format: text or json
     #[arg(long, env = "HOLDFAST_LOG_FORMAT")]
     log_format: Option<String>,
@@ -58,6 +92,19 @@ struct Cli {
 enum Cmd {
     /// Check a configuration file and print the effective configuration.
     CheckConfig { file: PathBuf },
+    /// Print a users-file SCRAM secret for a password read from standard
+    /// input (first line), so the file need not hold the password. The
+    /// upstream must store the same secret for a user that logs in upstream
+    /// as itself: take it from `usersInfo` with `showCredentials` instead
+    /// (see docs/security.md).
+    ScramSecret {
+        /// The user's name (SCRAM-SHA-1 hashes it with the password)
+        #[arg(long)]
+        user: String,
+        /// SCRAM-SHA-256 (default) or SCRAM-SHA-1
+        #[arg(long, default_value = "SCRAM-SHA-256")]
+        mechanism: String,
+    },
     /// Run the seed scenario twice on an embedded replica set, straight and
     /// through holdfast, and print what the application saw side by side.
     #[cfg(feature = "embedded-sim")]
@@ -89,34 +136,63 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
         .with_context(|| format!("in {}", p.display()))?,
         None => Config::default(),
     };
-    if let Some(v) = &cli.upstream {
-        cfg.upstream = Some(v.clone());
+    // A flag (or its HOLDFAST_* variable) overrides the file.
+    macro_rules! set {
+        ($($field:ident),*) => {$(
+            if let Some(v) = cli.$field.clone() {
+                cfg.$field = v;
+            }
+        )*};
     }
-    if let Some(v) = &cli.listen {
-        cfg.listen = v.clone();
+    macro_rules! set_some {
+        ($($field:ident),*) => {$(
+            if let Some(v) = cli.$field.clone() {
+                cfg.$field = Some(v);
+            }
+        )*};
     }
-    if let Some(v) = &cli.admin_listen {
-        cfg.admin_listen = v.clone();
-    }
-    if let Some(v) = cli.hold_timeout_ms {
-        cfg.hold_timeout_ms = v;
-    }
-    if let Some(v) = cli.write_retry {
-        cfg.write_retry = v;
-    }
-    if let Some(v) = cli.pool_size {
-        cfg.pool_size = v;
-    }
-    if let Some(v) = cli.advertise_max_wire_version {
-        cfg.advertise_max_wire_version = Some(v);
-    }
-    if let Some(v) = &cli.users_file {
-        cfg.users_file = Some(v.clone());
-    }
-    if let Some(v) = &cli.log_format {
-        cfg.log_format = v.clone();
-    }
+    set!(
+        listen,
+        admin_listen,
+        hold_timeout_ms,
+        write_retry,
+        pool_size,
+        log_format,
+        allow_unauthenticated,
+        election_reads,
+        local_threshold_ms,
+        client_first_message_timeout_ms,
+        client_frame_timeout_ms,
+        client_idle_timeout_ms,
+        max_buffered_bytes
+    );
+    set_some!(
+        upstream,
+        advertise_max_wire_version,
+        users_file,
+        upstream_password_file,
+        tls_cert_file,
+        tls_key_file,
+        tls_client_ca_file
+    );
     Ok(cfg)
+}
+
+/// `holdfast scram-secret`: the password from standard input, the secret
+/// (a fresh salt, the mechanism's default iteration count) on standard
+/// output.
+fn scram_secret(user: &str, mechanism: &str) -> anyhow::Result<()> {
+    use holdfast_scram::{Mechanism, ScramSecret};
+    let m = Mechanism::from_name(mechanism)
+        .with_context(|| format!("unknown mechanism {mechanism} (SCRAM-SHA-256 or SCRAM-SHA-1)"))?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    let secret = ScramSecret::generate(m, user, password)
+        .map_err(|e| anyhow::anyhow!("cannot derive the secret: {e}"))?;
+    println!("{}", secret.to_text());
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -139,6 +215,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         shown.upstream = cfg.redacted_upstream();
         println!("{} is valid.\n{shown:#?}", file.display());
         return Ok(());
+    }
+    if let Some(Cmd::ScramSecret { user, mechanism }) = &cli.cmd {
+        return scram_secret(user, mechanism);
     }
     #[cfg(feature = "embedded-sim")]
     if let Some(Cmd::Demo { .. }) = &cli.cmd {
