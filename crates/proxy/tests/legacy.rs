@@ -7,125 +7,11 @@
 mod common;
 
 use bson::{doc, Document};
-use bytes::Bytes;
+use common::legacy::{docs, get_more, insert_op, query, Legacy};
 use common::Harness;
-use futures::StreamExt;
-use holdfast_wire::legacy::{LegacyOp, OpDelete, OpGetMore, OpInsert, OpKillCursors, OpUpdate};
+use holdfast_wire::legacy::{LegacyOp, OpDelete, OpKillCursors, OpUpdate};
 use holdfast_wire::reply::document_bytes;
-use holdfast_wire::{Frame, FrameCodec, Limits, Message, OpQuery, OpReply, QueryFlags, ReplyFlags};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
-
-struct Legacy {
-    frames: FramedRead<TcpStream, FrameCodec>,
-    next: i32,
-}
-
-fn query(ns: &str, q: Document, skip: i32, ret: i32, flags: QueryFlags) -> OpQuery {
-    OpQuery {
-        flags,
-        full_collection_name: ns.into(),
-        number_to_skip: skip,
-        number_to_return: ret,
-        query: document_bytes(&q),
-        return_fields_selector: None,
-    }
-}
-
-fn docs(r: &OpReply) -> Vec<Document> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < r.documents.len() {
-        let len = i32::from_le_bytes(r.documents[at..at + 4].try_into().unwrap()) as usize;
-        out.push(Document::from_reader(&r.documents[at..at + len]).unwrap());
-        at += len;
-    }
-    out
-}
-
-impl Legacy {
-    async fn connect(h: &Harness) -> Legacy {
-        let s = TcpStream::connect(&h.hf.listen_addr).await.unwrap();
-        Legacy {
-            frames: FramedRead::new(s, FrameCodec::default()),
-            next: 1,
-        }
-    }
-
-    fn id(&mut self) -> i32 {
-        self.next += 1;
-        self.next
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        self.frames.get_mut().write_all(bytes).await.unwrap();
-    }
-
-    fn query_bytes(&mut self, q: OpQuery) -> (i32, Vec<u8>) {
-        let id = self.id();
-        (id, Message::Query(q).to_frame(id, 0).raw().to_vec())
-    }
-
-    fn op_bytes(&mut self, op: LegacyOp) -> Vec<u8> {
-        let id = self.id();
-        op.encode(id)
-    }
-
-    async fn reply(&mut self, to: i32) -> OpReply {
-        let f: Frame = tokio::time::timeout(std::time::Duration::from_secs(20), self.frames.next())
-            .await
-            .expect("a reply")
-            .expect("open")
-            .unwrap();
-        assert_eq!(f.response_to(), to);
-        match f.parse(&Limits::default()).unwrap() {
-            Message::Reply(r) => r,
-            other => panic!("not an OP_REPLY: {other:?}"),
-        }
-    }
-
-    async fn query(&mut self, q: OpQuery) -> OpReply {
-        let (id, b) = self.query_bytes(q);
-        self.write(&b).await;
-        self.reply(id).await
-    }
-
-    async fn command(&mut self, db: &str, cmd: Document) -> Document {
-        let r = self
-            .query(query(
-                &format!("{db}.$cmd"),
-                cmd,
-                0,
-                -1,
-                QueryFlags::empty(),
-            ))
-            .await;
-        assert!(r.response_flags.contains(ReplyFlags::AWAIT_CAPABLE));
-        docs(&r).remove(0)
-    }
-
-    /// A legacy write and a getLastError in the same socket write.
-    async fn write_then_gle(&mut self, op: LegacyOp, gle: Document) -> Document {
-        let mut b = self.op_bytes(op);
-        let (id, g) = self.query_bytes(query("app.$cmd", gle, 0, -1, QueryFlags::empty()));
-        b.extend_from_slice(&g);
-        self.write(&b).await;
-        docs(&self.reply(id).await).remove(0)
-    }
-}
-
-fn insert_op(coll: &str, ds: &[Document], flags: i32) -> LegacyOp {
-    let mut b = Vec::new();
-    for d in ds {
-        b.extend_from_slice(&document_bytes(d));
-    }
-    LegacyOp::Insert(OpInsert {
-        flags,
-        full_collection_name: format!("app.{coll}"),
-        documents: Bytes::from(b),
-    })
-}
+use holdfast_wire::{QueryFlags, ReplyFlags};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn op_query_commands_are_answered_in_band() {
@@ -180,17 +66,7 @@ async fn legacy_finds_get_more_and_kill_cursors() {
     assert_eq!(first, vec![1, 2, 3, 4], "skip 1, batch of 4");
     assert_ne!(r.cursor_id, 0);
     let cursor = r.cursor_id;
-    let gm = |ret| {
-        LegacyOp::GetMore(OpGetMore {
-            full_collection_name: "app.f".into(),
-            number_to_return: ret,
-            cursor_id: cursor,
-        })
-    };
-    let b = c.op_bytes(gm(3));
-    let id = c.next;
-    c.write(&b).await;
-    let r = c.reply(id).await;
+    let r = c.op(get_more("app.f", cursor, 3)).await;
     assert_eq!(r.starting_from, 4, "startingFrom counts what came before");
     assert_eq!(docs(&r).len(), 3);
     // Killed from another connection (OP_KILL_CURSORS names no namespace).
@@ -200,10 +76,7 @@ async fn legacy_finds_get_more_and_kill_cursors() {
     }));
     other.write(&k).await;
     let _ = other.command("admin", doc! {"ping": 1}).await; // the kill ran before this
-    let b = c.op_bytes(gm(3));
-    let id = c.next;
-    c.write(&b).await;
-    let r = c.reply(id).await;
+    let r = c.op(get_more("app.f", cursor, 3)).await;
     assert!(
         r.response_flags.contains(ReplyFlags::CURSOR_NOT_FOUND),
         "{:?}",
