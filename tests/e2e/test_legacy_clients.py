@@ -81,3 +81,48 @@ def test_legacy_readers_see_no_errors_across_failovers(sim, proxy):
         assert r["errors"] == 0, (driver, r["first_errors"])
         assert r["reads"] > 100, (driver, r)
     assert proxy.metric("holdfast_legacy_requests_total", opcode="op_query_command") > 100
+
+
+def no_primary(sim, secs=120):
+    """Leaves the set without a primary for `secs`: the secondaries are
+    frozen (no candidacy), then the primary steps down."""
+    p = sim.primary()
+    for i, m in enumerate(sim.members):
+        if m != p:
+            sim.fault(simFault="freeze", member=i, secs=secs)
+    sim.fault(simFault="stepDown", member=sim.members.index(p), secs=secs, force=True)
+    assert sim.primary() is None
+
+
+# pymongo 3.x maps an error to NotMasterError (an AutoReconnect) by its
+# message only: "not master..." in errmsg, $err (OP_QUERY finds, below wire
+# version 4) or getLastError's err. holdfast's own 10107 after hold_timeout
+# must read that way to it; an OP_MSG client gets the message unchanged.
+@pytest.mark.parametrize("wire", [None, 3])
+def test_py36_sees_holdfast_not_primary_errors_as_auto_reconnect(make_sim, make_proxy, wire):
+    import pymongo
+
+    sim = make_sim()
+    config = "hold_timeout_ms = 300\n"
+    if wire is not None:
+        config += f"advertise_max_wire_version = {wire}\n"
+    proxy = make_proxy(sim.uri, config)
+    no_primary(sim)
+    out = run_client("py36", proxy.uri, "once")
+    print(out)
+    for step in ("find", "insert"):
+        e = out[step]
+        assert e.get("auto_reconnect") is True, (step, out)
+        assert e["type"] == "NotMasterError", (step, out)
+        assert e["message"].startswith("not master: holdfast: "), (step, out)
+        assert "(hold_timeout)" in e["message"], (step, out)
+    if wire == 3:
+        # The find went as an OP_QUERY on the collection: its error was $err.
+        assert proxy.metric("holdfast_legacy_requests_total", opcode="op_query_find") >= 1
+        return
+    # The same error to an OP_MSG client keeps holdfast's own message.
+    with pymongo.MongoClient(proxy.uri, retryReads=False, serverSelectionTimeoutMS=5000) as c:
+        with pytest.raises(pymongo.errors.NotPrimaryError) as ei:
+            c.legacy.once.find_one({"_id": 1})
+    assert ei.value.details["code"] == 10107
+    assert ei.value.details["errmsg"].startswith("holdfast: "), ei.value.details

@@ -207,3 +207,55 @@ async fn legacy_writes_in_flight_at_a_stepdown_are_applied_once() {
         .await;
     assert_eq!(docs(&q)[0].get_i32("n").unwrap(), 1, "applied once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_primary_errors_say_not_master_to_legacy_requests_only() {
+    let h = Harness::with(|_| {}, |c| c.hold_timeout_ms = 300).await;
+    let mut c = Legacy::connect(&h).await;
+    let mut modern = h.raw().await;
+    // No primary for a minute: the secondaries frozen, the primary stepped
+    // down; every request is held for hold_timeout_ms, then refused with
+    // holdfast's own 10107.
+    let old = h.primary();
+    for i in (0..h.rs.len()).filter(|i| *i != old) {
+        h.rs.freeze(i, 60).unwrap();
+    }
+    h.rs.step_down(60, true).await.unwrap();
+    let mut rx = h.hf.topology().subscribe();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rx.wait_for(|s| s.primary.is_none()),
+    )
+    .await
+    .expect("holdfast sees no primary")
+    .unwrap();
+    let legacy = |m: &str| m.starts_with("not master: holdfast: ") && m.contains("hold_timeout");
+    // OP_QUERY command: in-band errmsg.
+    let r = c.command("app", doc! {"count": "nm"}).await;
+    assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
+    assert!(legacy(r.get_str("errmsg").unwrap()), "{r}");
+    // OP_QUERY find: QueryFailure's $err.
+    let r = c
+        .query(query("app.nm", doc! {}, 0, 0, QueryFlags::empty()))
+        .await;
+    assert!(r.response_flags.contains(ReplyFlags::QUERY_FAILURE));
+    let d = docs(&r).remove(0);
+    assert_eq!(d.get_i32("code").unwrap(), 10107, "{d}");
+    assert!(legacy(d.get_str("$err").unwrap()), "{d}");
+    // OP_INSERT: getLastError's err.
+    let r = c
+        .write_then_gle(
+            insert_op("nm", &[doc! {"_id": 1}], 0),
+            doc! {"getlasterror": 1},
+        )
+        .await;
+    assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
+    assert!(legacy(r.get_str("err").unwrap()), "{r}");
+    // OP_MSG: holdfast's message unchanged.
+    let r = modern.command(doc! {"count": "nm", "$db": "app"}).await;
+    assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
+    assert!(
+        r.get_str("errmsg").unwrap().starts_with("holdfast: "),
+        "{r}"
+    );
+}

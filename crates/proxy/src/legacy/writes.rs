@@ -196,7 +196,8 @@ impl LastError {
         }
     }
 
-    /// The `getLastError` reply MongoDB gave for this state.
+    /// The `getLastError` reply MongoDB gave for this state (a not-primary
+    /// `err` in the legacy form, as [`super::replies::legacy_errmsg`]).
     pub fn reply(&self, connection_id: i64) -> Document {
         let mut d = doc! {"connectionId": connection_id};
         if let Some(u) = self.updated_existing {
@@ -210,7 +211,11 @@ impl LastError {
         d.insert("writtenTo", Bson::Null);
         match &self.err {
             Some(err) => {
-                d.insert("err", err.clone());
+                let err = match self.code {
+                    Some(c) => super::replies::legacy_errmsg(c, err).into_owned(),
+                    None => err.clone(),
+                };
+                d.insert("err", err);
                 if let Some(c) = self.code {
                     d.insert("code", c);
                     d.insert("codeName", codes::name(c));
@@ -366,6 +371,11 @@ mod tests {
         );
         let r = failed.reply(1);
         assert_eq!(r.get_i32("code").unwrap(), 11602);
+        assert_eq!(
+            r.get_str("err").unwrap(),
+            "not master: holdfast: the primary changed",
+            "pymongo 3.x raises NotMasterError only on 'not master'"
+        );
         assert_eq!(
             r.get_f64("ok").unwrap(),
             1.0,
