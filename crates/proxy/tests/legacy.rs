@@ -208,6 +208,71 @@ async fn legacy_writes_in_flight_at_a_stepdown_are_applied_once() {
     assert_eq!(docs(&q)[0].get_i32("n").unwrap(), 1, "applied once");
 }
 
+/// `opcounters.getmore` of one member, asked directly.
+async fn getmores_served(h: &Harness, member: usize) -> i64 {
+    let mut raw = common::Raw::connect(&h.rs.addr(member).to_string()).await;
+    let s = raw.command(doc! {"serverStatus": 1, "$db": "admin"}).await;
+    let n = s.get_document("opcounters").unwrap().get("getmore");
+    n.and_then(holdfast_wire::values::bson_as_i64)
+        .expect("opcounters.getmore")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_get_more_stays_on_its_member_across_a_stepdown() {
+    let h = Harness::start().await;
+    let mut c = Legacy::connect(&h).await;
+    let ds: Vec<Document> = (0..10).map(|i| doc! {"_id": i, "n": i}).collect();
+    c.command(
+        "app",
+        doc! {"insert": "pin", "documents": ds, "writeConcern": {"w": "majority"}},
+    )
+    .await;
+    let q = query(
+        "app.pin",
+        doc! {"$query": {}, "$orderby": {"n": 1}},
+        0,
+        3,
+        QueryFlags::empty(),
+    );
+    let r = c.query(q).await;
+    let cursor = r.cursor_id;
+    assert_ne!(cursor, 0);
+    let mut seen: Vec<i32> = docs(&r).iter().map(|d| d.get_i32("n").unwrap()).collect();
+    let old = h.primary();
+    h.rs.step_down(10, true).await.unwrap();
+    h.wait_new_primary(old).await;
+    let new = h.primary();
+    assert_ne!(old, new);
+    let (old_before, new_before) = (
+        getmores_served(&h, old).await,
+        getmores_served(&h, new).await,
+    );
+    // The cursor lives on the old primary, now a secondary: the getMores
+    // go there (the new primary would answer CursorNotFound).
+    let r = c.op(get_more("app.pin", cursor, 3)).await;
+    assert!(
+        !r.response_flags
+            .intersects(ReplyFlags::CURSOR_NOT_FOUND | ReplyFlags::QUERY_FAILURE),
+        "{:?} {:?}",
+        r.response_flags,
+        docs(&r)
+    );
+    assert_eq!((r.cursor_id, r.starting_from), (cursor, 3));
+    seen.extend(docs(&r).iter().map(|d| d.get_i32("n").unwrap()));
+    let r = c.op(get_more("app.pin", cursor, 0)).await;
+    assert!(r.response_flags.contains(ReplyFlags::AWAIT_CAPABLE));
+    assert_eq!((r.cursor_id, r.starting_from), (0, 6), "exhausted");
+    seen.extend(docs(&r).iter().map(|d| d.get_i32("n").unwrap()));
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    assert_eq!(getmores_served(&h, old).await - old_before, 2);
+    assert_eq!(getmores_served(&h, new).await, new_before);
+    // New queries go to the new primary.
+    let r = c
+        .query(query("app.pin", doc! {"_id": 4}, 0, 1, QueryFlags::empty()))
+        .await;
+    assert_eq!(docs(&r)[0].get_i32("n").unwrap(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_primary_errors_say_not_master_to_legacy_requests_only() {
     let h = Harness::with(|_| {}, |c| c.hold_timeout_ms = 300).await;

@@ -272,6 +272,14 @@ impl ClientConn {
             cmd.insert("batchSize", g.number_to_return as i64);
         }
         let msg = OpMsg::new(MsgFlags::empty(), document_bytes(&cmd));
+        // Read before the getMore runs: the reply that exhausts the cursor
+        // also removes it from the map.
+        let before = self
+            .ctx
+            .forwarder
+            .router()
+            .cursors()
+            .add_returned(g.cursor_id, 0);
         let Some(reply) = self.run(frame.request_id(), msg).await else {
             return Action::Nothing;
         };
@@ -297,7 +305,7 @@ impl ClientConn {
             );
         };
         let cursors = self.ctx.forwarder.router().cursors();
-        let before = cursors.add_returned(g.cursor_id, b.count as u64);
+        cursors.add_returned(g.cursor_id, b.count as u64);
         let starting_from = i32::try_from(before).unwrap_or(i32::MAX);
         self.op_reply(
             frame,
