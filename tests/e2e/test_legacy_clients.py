@@ -35,7 +35,8 @@ def test_pymongo_312_at_old_wire_versions(make_sim, make_proxy, wire):
 def test_legacy_drivers_at_wire_version_3(make_sim, make_proxy, driver):
     sim = make_sim()
     proxy = make_proxy(sim.uri, "advertise_max_wire_version = 3\n")
-    assert_crud_ok(run_client(driver, proxy.uri, "crud"))
+    out = run_client(driver, proxy.uri, "crud")
+    assert_crud_ok(out)
     # Below wire version 4 (MongoDB 3.2) drivers query with OP_QUERY and
     # continue with OP_GET_MORE.
     used = {op: proxy.metric("holdfast_legacy_requests_total", opcode=op)
@@ -43,6 +44,10 @@ def test_legacy_drivers_at_wire_version_3(make_sim, make_proxy, driver):
                        "op_insert", "op_update", "op_delete"]}
     print(driver, used)
     assert used["op_query_find"] >= 1 and used["op_get_more"] >= 1, used
+    # Every batch after the first came by OP_GET_MORE, and the early close
+    # of the second cursor by OP_KILL_CURSORS.
+    assert used["op_get_more"] >= out["batches_seen"] - 1, (used, out)
+    assert used["op_kill_cursors"] >= 1, used
     assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
 
 
