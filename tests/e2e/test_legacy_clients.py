@@ -51,6 +51,30 @@ def test_legacy_drivers_at_wire_version_3(make_sim, make_proxy, driver):
     assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
 
 
+# The Java driver 3.6 chooses OP_MSG and the find command by buildInfo's
+# version, not the wire version: holdfast caps that version too, so at 5
+# (3.4) every command goes as OP_QUERY, and at 3 (3.0) finds, getMores and
+# kills are OP_QUERY, OP_GET_MORE and OP_KILL_CURSORS.
+@pytest.mark.parametrize("wire", [3, 5])
+def test_java_driver_at_old_wire_versions(make_sim, make_proxy, wire):
+    sim = make_sim()
+    proxy = make_proxy(sim.uri, f"advertise_max_wire_version = {wire}\n")
+    out = run_client("java", proxy.uri, "crud")
+    assert_crud_ok(out)
+    used = {op: proxy.metric("holdfast_legacy_requests_total", opcode=op)
+            for op in ["op_query_command", "op_query_find", "op_get_more", "op_kill_cursors"]}
+    commands = out["commands"]   # what the driver ran, by its command monitoring
+    print(wire, used, commands)
+    as_opcodes = {"find": "op_query_find", "getMore": "op_get_more",
+                  "killCursors": "op_kill_cursors"} if wire == 3 else {}
+    for name, op in as_opcodes.items():
+        assert commands.get(name, 0) >= 1 and used[op] >= commands[name], (name, used, commands)
+    # Every other command was an OP_QUERY on <db>.$cmd (besides the handshake's).
+    as_commands = sum(n for name, n in commands.items() if name not in as_opcodes)
+    assert as_commands >= 6 and used["op_query_command"] >= as_commands, (used, commands)
+    assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
+
+
 # Below wire version 2 (MongoDB 2.6) drivers write with OP_INSERT, OP_UPDATE
 # and OP_DELETE, each followed by a getLastError in the same socket write.
 @pytest.mark.parametrize("driver", ["node2", "mgo"])

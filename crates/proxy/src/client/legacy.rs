@@ -117,9 +117,12 @@ impl ClientConn {
         };
         m::legacy_request(kind);
         match query::translate(q) {
-            Ok(Query::Command { body, .. }) => {
+            Ok(Query::Command { name, body }) => {
                 let msg = OpMsg::new(MsgFlags::empty(), body);
-                let reply = self.run(frame.request_id(), msg).await;
+                let mut reply = self.run(frame.request_id(), msg).await;
+                if name.eq_ignore_ascii_case("buildinfo") {
+                    reply = reply.map(|b| self.build_info(b));
+                }
                 self.op_reply(frame, replies::command(reply.unwrap_or_default()))
             }
             Ok(Query::GetLastError) => {
@@ -140,6 +143,26 @@ impl ClientConn {
                     _ => self.op_reply(frame, replies::query_failure(e.code, &e.message)),
                 }
             }
+        }
+    }
+
+    /// A `buildInfo` reply with the version capped as holdfast announces
+    /// it ([`crate::handshake::Identity::cap_build_info`]): drivers ask over
+    /// OP_QUERY while they connect, and some choose their protocol by it.
+    fn build_info(&self, body: Bytes) -> Bytes {
+        let Ok(mut d) = Document::from_reader(&body[..]) else {
+            return body;
+        };
+        if self
+            .ctx
+            .forwarder
+            .replies()
+            .identity()
+            .cap_build_info(&mut d)
+        {
+            document_bytes(&d)
+        } else {
+            body
         }
     }
 
