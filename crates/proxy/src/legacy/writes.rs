@@ -9,7 +9,9 @@
 //! fields MongoDB gave (`ok, err, code, n, updatedExisting, upserted,
 //! wtimeout, …`). A `getLastError` already waiting right behind the write
 //! gives the write its write concern (`w`, `wtimeout`, `j`, `fsync`); without
-//! one the write runs with `w: 1`, as an unacknowledged legacy write did.
+//! one the write runs with `w: "majority"` (the connection's choice, in
+//! `client/legacy.rs`), so that a later `getLastError` asking for any usual
+//! write concern reads a result that satisfies it.
 
 use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
 use bytes::Bytes;
