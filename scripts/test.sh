@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of holdfast: Rust unit and integration tests (wire, sim,
 # topology, proxy), then the end-to-end tests with real clients (pymongo 4 and
-# 3.12, the Node driver, mongosh) against holdfast-sim and holdfast.
+# 3.12, the Node driver, mongosh, the legacy drivers) against holdfast-sim and
+# holdfast, and against the production build (no embedded replica set).
 # Installs what the tests need first (scripts/install-test-deps.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,6 +12,9 @@ bash scripts/install-test-deps.sh
 
 echo "== building"
 cargo build --workspace --bins --locked
+# The production build (no embedded replica set), in its own target dir so
+# it does not replace target/debug/holdfast; tests/e2e/test_builds.py runs it.
+CARGO_TARGET_DIR=target/no-sim cargo build -p holdfast --no-default-features --bin holdfast --locked
 
 echo "== Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -98,8 +98,7 @@ def assert_crud_ok(out):
     assert "error" not in out, out
     assert out["inserted"] == 10, out
     assert out["found"] == 10, out
-    if "batches_seen" in out:   # 10 documents in batches of 3: find + 3 getMores
-        assert out["batches_seen"] == 4, out
+    assert out["batches_seen"] == 4, out   # 10 documents in batches of 3: find + 3 getMores
     assert out["killed"] is True, out
     assert out["dup"]["code"] == 11000, out
     assert out["count"] == 10, out

@@ -35,7 +35,8 @@ def test_pymongo_312_at_old_wire_versions(make_sim, make_proxy, wire):
 def test_legacy_drivers_at_wire_version_3(make_sim, make_proxy, driver):
     sim = make_sim()
     proxy = make_proxy(sim.uri, "advertise_max_wire_version = 3\n")
-    assert_crud_ok(run_client(driver, proxy.uri, "crud"))
+    out = run_client(driver, proxy.uri, "crud")
+    assert_crud_ok(out)
     # Below wire version 4 (MongoDB 3.2) drivers query with OP_QUERY and
     # continue with OP_GET_MORE.
     used = {op: proxy.metric("holdfast_legacy_requests_total", opcode=op)
@@ -43,6 +44,34 @@ def test_legacy_drivers_at_wire_version_3(make_sim, make_proxy, driver):
                        "op_insert", "op_update", "op_delete"]}
     print(driver, used)
     assert used["op_query_find"] >= 1 and used["op_get_more"] >= 1, used
+    # Every batch after the first came by OP_GET_MORE, and the early close
+    # of the second cursor by OP_KILL_CURSORS.
+    assert used["op_get_more"] >= out["batches_seen"] - 1, (used, out)
+    assert used["op_kill_cursors"] >= 1, used
+    assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
+
+
+# The Java driver 3.6 chooses OP_MSG and the find command by buildInfo's
+# version, not the wire version: holdfast caps that version too, so at 5
+# (3.4) every command goes as OP_QUERY, and at 3 (3.0) finds, getMores and
+# kills are OP_QUERY, OP_GET_MORE and OP_KILL_CURSORS.
+@pytest.mark.parametrize("wire", [3, 5])
+def test_java_driver_at_old_wire_versions(make_sim, make_proxy, wire):
+    sim = make_sim()
+    proxy = make_proxy(sim.uri, f"advertise_max_wire_version = {wire}\n")
+    out = run_client("java", proxy.uri, "crud")
+    assert_crud_ok(out)
+    used = {op: proxy.metric("holdfast_legacy_requests_total", opcode=op)
+            for op in ["op_query_command", "op_query_find", "op_get_more", "op_kill_cursors"]}
+    commands = out["commands"]   # what the driver ran, by its command monitoring
+    print(wire, used, commands)
+    as_opcodes = {"find": "op_query_find", "getMore": "op_get_more",
+                  "killCursors": "op_kill_cursors"} if wire == 3 else {}
+    for name, op in as_opcodes.items():
+        assert commands.get(name, 0) >= 1 and used[op] >= commands[name], (name, used, commands)
+    # Every other command was an OP_QUERY on <db>.$cmd (besides the handshake's).
+    as_commands = sum(n for name, n in commands.items() if name not in as_opcodes)
+    assert as_commands >= 6 and used["op_query_command"] >= as_commands, (used, commands)
     assert proxy.metric("holdfast_legacy_translation_errors_total") == 0
 
 
@@ -81,3 +110,48 @@ def test_legacy_readers_see_no_errors_across_failovers(sim, proxy):
         assert r["errors"] == 0, (driver, r["first_errors"])
         assert r["reads"] > 100, (driver, r)
     assert proxy.metric("holdfast_legacy_requests_total", opcode="op_query_command") > 100
+
+
+def no_primary(sim, secs=120):
+    """Leaves the set without a primary for `secs`: the secondaries are
+    frozen (no candidacy), then the primary steps down."""
+    p = sim.primary()
+    for i, m in enumerate(sim.members):
+        if m != p:
+            sim.fault(simFault="freeze", member=i, secs=secs)
+    sim.fault(simFault="stepDown", member=sim.members.index(p), secs=secs, force=True)
+    assert sim.primary() is None
+
+
+# pymongo 3.x maps an error to NotMasterError (an AutoReconnect) by its
+# message only: "not master..." in errmsg, $err (OP_QUERY finds, below wire
+# version 4) or getLastError's err. holdfast's own 10107 after hold_timeout
+# must read that way to it; an OP_MSG client gets the message unchanged.
+@pytest.mark.parametrize("wire", [None, 3])
+def test_py36_sees_holdfast_not_primary_errors_as_auto_reconnect(make_sim, make_proxy, wire):
+    import pymongo
+
+    sim = make_sim()
+    config = "hold_timeout_ms = 300\n"
+    if wire is not None:
+        config += f"advertise_max_wire_version = {wire}\n"
+    proxy = make_proxy(sim.uri, config)
+    no_primary(sim)
+    out = run_client("py36", proxy.uri, "once")
+    print(out)
+    for step in ("find", "insert"):
+        e = out[step]
+        assert e.get("auto_reconnect") is True, (step, out)
+        assert e["type"] == "NotMasterError", (step, out)
+        assert e["message"].startswith("not master: holdfast: "), (step, out)
+        assert "(hold_timeout)" in e["message"], (step, out)
+    if wire == 3:
+        # The find went as an OP_QUERY on the collection: its error was $err.
+        assert proxy.metric("holdfast_legacy_requests_total", opcode="op_query_find") >= 1
+        return
+    # The same error to an OP_MSG client keeps holdfast's own message.
+    with pymongo.MongoClient(proxy.uri, retryReads=False, serverSelectionTimeoutMS=5000) as c:
+        with pytest.raises(pymongo.errors.NotPrimaryError) as ei:
+            c.legacy.once.find_one({"_id": 1})
+    assert ei.value.details["code"] == 10107
+    assert ei.value.details["errmsg"].startswith("holdfast: "), ei.value.details

@@ -50,6 +50,26 @@ impl Identity {
         *self.counter.borrow()
     }
 
+    /// A `buildInfo` reply as holdfast announces itself: under
+    /// `advertise_max_wire_version`, `version` and `versionArray` are no
+    /// newer than the release of that wire version. Some drivers (the Java
+    /// driver 3.x) choose their protocol by the server's version rather
+    /// than its wire version. Returns whether `body` changed.
+    pub fn cap_build_info(&self, body: &mut Document) -> bool {
+        let Some([major, minor]) = self.max_wire_version.and_then(release_of_wire_version) else {
+            return false;
+        };
+        let Some(reported) = body.get_str("version").ok().and_then(major_minor) else {
+            return false;
+        };
+        if reported <= (major, minor) {
+            return false;
+        }
+        body.insert("version", format!("{major}.{minor}.0"));
+        body.insert("versionArray", vec![major, minor, 0, 0]);
+        true
+    }
+
     pub fn topology_version(&self) -> Document {
         doc! {"processId": self.process_id, "counter": self.counter()}
     }
@@ -100,6 +120,39 @@ impl Identity {
         )
         .await;
     }
+}
+
+/// The MongoDB release (major, minor) whose maximum wire version is `w`
+/// (`None` past the table: nothing to cap).
+pub fn release_of_wire_version(w: i32) -> Option<[i32; 2]> {
+    Some(match w {
+        i32::MIN..=0 => [2, 4],
+        1 | 2 => [2, 6],
+        3 => [3, 0],
+        4 => [3, 2],
+        5 => [3, 4],
+        6 => [3, 6],
+        7 => [4, 0],
+        8 => [4, 2],
+        9 => [4, 4],
+        10 => [4, 7],
+        11 => [4, 8],
+        12 => [4, 9],
+        13 => [5, 0],
+        14..=16 => [5, w - 13],
+        17..=20 => [6, w - 17],
+        21..=24 => [7, w - 21],
+        25 => [8, 0],
+        _ => return None,
+    })
+}
+
+/// "7.0.12" → (7, 0).
+fn major_minor(version: &str) -> Option<(i32, i32)> {
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.split('-').next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn requested_topology_version(view: &CommandView<'_>) -> Option<(ObjectId, i64)> {
@@ -208,6 +261,46 @@ mod tests {
         });
         assert_eq!(d.get_i32("maxWireVersion").unwrap(), 3);
         assert_eq!(d.get_i32("minWireVersion").unwrap(), 0);
+    }
+
+    #[test]
+    fn advertise_max_wire_version_caps_the_build_info_version() {
+        let build_info = || doc! {"version": "7.0.12", "versionArray": [7, 0, 12, 0], "ok": 1.0};
+        for (cap, version, array) in [
+            (3, "3.0.0", [3, 0, 0, 0]),
+            (5, "3.4.0", [3, 4, 0, 0]),
+            (6, "3.6.0", [3, 6, 0, 0]),
+            (17, "6.0.0", [6, 0, 0, 0]),
+        ] {
+            let id = Identity::with_max_wire_version(ServerLimits::default(), Some(cap));
+            let mut d = build_info();
+            assert!(id.cap_build_info(&mut d), "{cap}");
+            assert_eq!(d.get_str("version").unwrap(), version);
+            let got: Vec<i32> = d
+                .get_array("versionArray")
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i32().unwrap())
+                .collect();
+            assert_eq!(got, array);
+            assert_eq!(d.get_f64("ok").unwrap(), 1.0);
+        }
+        // No cap, a cap at or above the server's release, or past the
+        // table: the server's own version.
+        for cap in [None, Some(21), Some(25), Some(99)] {
+            let id = Identity::with_max_wire_version(ServerLimits::default(), cap);
+            let mut d = build_info();
+            assert!(!id.cap_build_info(&mut d), "{cap:?}");
+            assert_eq!(d, build_info());
+        }
+        let id = Identity::with_max_wire_version(ServerLimits::default(), Some(3));
+        let mut d = doc! {"version": "3.0.15", "ok": 1.0};
+        assert!(!id.cap_build_info(&mut d), "an older server stays as it is");
+        assert_eq!(release_of_wire_version(15), Some([5, 2]));
+        assert_eq!(release_of_wire_version(19), Some([6, 2]));
+        assert_eq!(release_of_wire_version(22), Some([7, 1]));
+        assert_eq!(major_minor("4.4.0-rc1"), Some((4, 4)));
+        assert_eq!(major_minor("8.1-rc0"), Some((8, 1)));
     }
 
     #[test]

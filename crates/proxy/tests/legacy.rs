@@ -7,125 +7,11 @@
 mod common;
 
 use bson::{doc, Document};
-use bytes::Bytes;
+use common::legacy::{docs, get_more, insert_op, query, Legacy};
 use common::Harness;
-use futures::StreamExt;
-use holdfast_wire::legacy::{LegacyOp, OpDelete, OpGetMore, OpInsert, OpKillCursors, OpUpdate};
+use holdfast_wire::legacy::{LegacyOp, OpDelete, OpKillCursors, OpUpdate};
 use holdfast_wire::reply::document_bytes;
-use holdfast_wire::{Frame, FrameCodec, Limits, Message, OpQuery, OpReply, QueryFlags, ReplyFlags};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::FramedRead;
-
-struct Legacy {
-    frames: FramedRead<TcpStream, FrameCodec>,
-    next: i32,
-}
-
-fn query(ns: &str, q: Document, skip: i32, ret: i32, flags: QueryFlags) -> OpQuery {
-    OpQuery {
-        flags,
-        full_collection_name: ns.into(),
-        number_to_skip: skip,
-        number_to_return: ret,
-        query: document_bytes(&q),
-        return_fields_selector: None,
-    }
-}
-
-fn docs(r: &OpReply) -> Vec<Document> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < r.documents.len() {
-        let len = i32::from_le_bytes(r.documents[at..at + 4].try_into().unwrap()) as usize;
-        out.push(Document::from_reader(&r.documents[at..at + len]).unwrap());
-        at += len;
-    }
-    out
-}
-
-impl Legacy {
-    async fn connect(h: &Harness) -> Legacy {
-        let s = TcpStream::connect(&h.hf.listen_addr).await.unwrap();
-        Legacy {
-            frames: FramedRead::new(s, FrameCodec::default()),
-            next: 1,
-        }
-    }
-
-    fn id(&mut self) -> i32 {
-        self.next += 1;
-        self.next
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        self.frames.get_mut().write_all(bytes).await.unwrap();
-    }
-
-    fn query_bytes(&mut self, q: OpQuery) -> (i32, Vec<u8>) {
-        let id = self.id();
-        (id, Message::Query(q).to_frame(id, 0).raw().to_vec())
-    }
-
-    fn op_bytes(&mut self, op: LegacyOp) -> Vec<u8> {
-        let id = self.id();
-        op.encode(id)
-    }
-
-    async fn reply(&mut self, to: i32) -> OpReply {
-        let f: Frame = tokio::time::timeout(std::time::Duration::from_secs(20), self.frames.next())
-            .await
-            .expect("a reply")
-            .expect("open")
-            .unwrap();
-        assert_eq!(f.response_to(), to);
-        match f.parse(&Limits::default()).unwrap() {
-            Message::Reply(r) => r,
-            other => panic!("not an OP_REPLY: {other:?}"),
-        }
-    }
-
-    async fn query(&mut self, q: OpQuery) -> OpReply {
-        let (id, b) = self.query_bytes(q);
-        self.write(&b).await;
-        self.reply(id).await
-    }
-
-    async fn command(&mut self, db: &str, cmd: Document) -> Document {
-        let r = self
-            .query(query(
-                &format!("{db}.$cmd"),
-                cmd,
-                0,
-                -1,
-                QueryFlags::empty(),
-            ))
-            .await;
-        assert!(r.response_flags.contains(ReplyFlags::AWAIT_CAPABLE));
-        docs(&r).remove(0)
-    }
-
-    /// A legacy write and a getLastError in the same socket write.
-    async fn write_then_gle(&mut self, op: LegacyOp, gle: Document) -> Document {
-        let mut b = self.op_bytes(op);
-        let (id, g) = self.query_bytes(query("app.$cmd", gle, 0, -1, QueryFlags::empty()));
-        b.extend_from_slice(&g);
-        self.write(&b).await;
-        docs(&self.reply(id).await).remove(0)
-    }
-}
-
-fn insert_op(coll: &str, ds: &[Document], flags: i32) -> LegacyOp {
-    let mut b = Vec::new();
-    for d in ds {
-        b.extend_from_slice(&document_bytes(d));
-    }
-    LegacyOp::Insert(OpInsert {
-        flags,
-        full_collection_name: format!("app.{coll}"),
-        documents: Bytes::from(b),
-    })
-}
+use holdfast_wire::{QueryFlags, ReplyFlags};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn op_query_commands_are_answered_in_band() {
@@ -180,17 +66,7 @@ async fn legacy_finds_get_more_and_kill_cursors() {
     assert_eq!(first, vec![1, 2, 3, 4], "skip 1, batch of 4");
     assert_ne!(r.cursor_id, 0);
     let cursor = r.cursor_id;
-    let gm = |ret| {
-        LegacyOp::GetMore(OpGetMore {
-            full_collection_name: "app.f".into(),
-            number_to_return: ret,
-            cursor_id: cursor,
-        })
-    };
-    let b = c.op_bytes(gm(3));
-    let id = c.next;
-    c.write(&b).await;
-    let r = c.reply(id).await;
+    let r = c.op(get_more("app.f", cursor, 3)).await;
     assert_eq!(r.starting_from, 4, "startingFrom counts what came before");
     assert_eq!(docs(&r).len(), 3);
     // Killed from another connection (OP_KILL_CURSORS names no namespace).
@@ -200,10 +76,7 @@ async fn legacy_finds_get_more_and_kill_cursors() {
     }));
     other.write(&k).await;
     let _ = other.command("admin", doc! {"ping": 1}).await; // the kill ran before this
-    let b = c.op_bytes(gm(3));
-    let id = c.next;
-    c.write(&b).await;
-    let r = c.reply(id).await;
+    let r = c.op(get_more("app.f", cursor, 3)).await;
     assert!(
         r.response_flags.contains(ReplyFlags::CURSOR_NOT_FOUND),
         "{:?}",
@@ -333,4 +206,121 @@ async fn legacy_writes_in_flight_at_a_stepdown_are_applied_once() {
         .query(query("app.s", doc! {"_id": 1}, 0, 1, QueryFlags::empty()))
         .await;
     assert_eq!(docs(&q)[0].get_i32("n").unwrap(), 1, "applied once");
+}
+
+/// `opcounters.getmore` of one member, asked directly.
+async fn getmores_served(h: &Harness, member: usize) -> i64 {
+    let mut raw = common::Raw::connect(&h.rs.addr(member).to_string()).await;
+    let s = raw.command(doc! {"serverStatus": 1, "$db": "admin"}).await;
+    let n = s.get_document("opcounters").unwrap().get("getmore");
+    n.and_then(holdfast_wire::values::bson_as_i64)
+        .expect("opcounters.getmore")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_get_more_stays_on_its_member_across_a_stepdown() {
+    let h = Harness::start().await;
+    let mut c = Legacy::connect(&h).await;
+    let ds: Vec<Document> = (0..10).map(|i| doc! {"_id": i, "n": i}).collect();
+    c.command(
+        "app",
+        doc! {"insert": "pin", "documents": ds, "writeConcern": {"w": "majority"}},
+    )
+    .await;
+    let q = query(
+        "app.pin",
+        doc! {"$query": {}, "$orderby": {"n": 1}},
+        0,
+        3,
+        QueryFlags::empty(),
+    );
+    let r = c.query(q).await;
+    let cursor = r.cursor_id;
+    assert_ne!(cursor, 0);
+    let mut seen: Vec<i32> = docs(&r).iter().map(|d| d.get_i32("n").unwrap()).collect();
+    let old = h.primary();
+    h.rs.step_down(10, true).await.unwrap();
+    h.wait_new_primary(old).await;
+    let new = h.primary();
+    assert_ne!(old, new);
+    let (old_before, new_before) = (
+        getmores_served(&h, old).await,
+        getmores_served(&h, new).await,
+    );
+    // The cursor lives on the old primary, now a secondary: the getMores
+    // go there (the new primary would answer CursorNotFound).
+    let r = c.op(get_more("app.pin", cursor, 3)).await;
+    assert!(
+        !r.response_flags
+            .intersects(ReplyFlags::CURSOR_NOT_FOUND | ReplyFlags::QUERY_FAILURE),
+        "{:?} {:?}",
+        r.response_flags,
+        docs(&r)
+    );
+    assert_eq!((r.cursor_id, r.starting_from), (cursor, 3));
+    seen.extend(docs(&r).iter().map(|d| d.get_i32("n").unwrap()));
+    let r = c.op(get_more("app.pin", cursor, 0)).await;
+    assert!(r.response_flags.contains(ReplyFlags::AWAIT_CAPABLE));
+    assert_eq!((r.cursor_id, r.starting_from), (0, 6), "exhausted");
+    seen.extend(docs(&r).iter().map(|d| d.get_i32("n").unwrap()));
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    assert_eq!(getmores_served(&h, old).await - old_before, 2);
+    assert_eq!(getmores_served(&h, new).await, new_before);
+    // New queries go to the new primary.
+    let r = c
+        .query(query("app.pin", doc! {"_id": 4}, 0, 1, QueryFlags::empty()))
+        .await;
+    assert_eq!(docs(&r)[0].get_i32("n").unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_primary_errors_say_not_master_to_legacy_requests_only() {
+    let h = Harness::with(|_| {}, |c| c.hold_timeout_ms = 300).await;
+    let mut c = Legacy::connect(&h).await;
+    let mut modern = h.raw().await;
+    // No primary for a minute: the secondaries frozen, the primary stepped
+    // down; every request is held for hold_timeout_ms, then refused with
+    // holdfast's own 10107.
+    let old = h.primary();
+    for i in (0..h.rs.len()).filter(|i| *i != old) {
+        h.rs.freeze(i, 60).unwrap();
+    }
+    h.rs.step_down(60, true).await.unwrap();
+    let mut rx = h.hf.topology().subscribe();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rx.wait_for(|s| s.primary.is_none()),
+    )
+    .await
+    .expect("holdfast sees no primary")
+    .unwrap();
+    let legacy = |m: &str| m.starts_with("not master: holdfast: ") && m.contains("hold_timeout");
+    // OP_QUERY command: in-band errmsg.
+    let r = c.command("app", doc! {"count": "nm"}).await;
+    assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
+    assert!(legacy(r.get_str("errmsg").unwrap()), "{r}");
+    // OP_QUERY find: QueryFailure's $err.
+    let r = c
+        .query(query("app.nm", doc! {}, 0, 0, QueryFlags::empty()))
+        .await;
+    assert!(r.response_flags.contains(ReplyFlags::QUERY_FAILURE));
+    let d = docs(&r).remove(0);
+    assert_eq!(d.get_i32("code").unwrap(), 10107, "{d}");
+    assert!(legacy(d.get_str("$err").unwrap()), "{d}");
+    // OP_INSERT: getLastError's err.
+    let r = c
+        .write_then_gle(
+            insert_op("nm", &[doc! {"_id": 1}], 0),
+            doc! {"getlasterror": 1},
+        )
+        .await;
+    assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
+    assert!(legacy(r.get_str("err").unwrap()), "{r}");
+    // OP_MSG: holdfast's message unchanged.
+    let r = modern.command(doc! {"count": "nm", "$db": "app"}).await;
+    assert_eq!(r.get_i32("code").unwrap(), 10107, "{r}");
+    assert!(
+        r.get_str("errmsg").unwrap().starts_with("holdfast: "),
+        "{r}"
+    );
 }

@@ -117,9 +117,12 @@ impl ClientConn {
         };
         m::legacy_request(kind);
         match query::translate(q) {
-            Ok(Query::Command { body, .. }) => {
+            Ok(Query::Command { name, body }) => {
                 let msg = OpMsg::new(MsgFlags::empty(), body);
-                let reply = self.run(frame.request_id(), msg).await;
+                let mut reply = self.run(frame.request_id(), msg).await;
+                if name.eq_ignore_ascii_case("buildinfo") {
+                    reply = reply.map(|b| self.build_info(b));
+                }
                 self.op_reply(frame, replies::command(reply.unwrap_or_default()))
             }
             Ok(Query::GetLastError) => {
@@ -140,6 +143,26 @@ impl ClientConn {
                     _ => self.op_reply(frame, replies::query_failure(e.code, &e.message)),
                 }
             }
+        }
+    }
+
+    /// A `buildInfo` reply with the version capped as holdfast announces
+    /// it ([`crate::handshake::Identity::cap_build_info`]): drivers ask over
+    /// OP_QUERY while they connect, and some choose their protocol by it.
+    fn build_info(&self, body: Bytes) -> Bytes {
+        let Ok(mut d) = Document::from_reader(&body[..]) else {
+            return body;
+        };
+        if self
+            .ctx
+            .forwarder
+            .replies()
+            .identity()
+            .cap_build_info(&mut d)
+        {
+            document_bytes(&d)
+        } else {
+            body
         }
     }
 
@@ -272,6 +295,14 @@ impl ClientConn {
             cmd.insert("batchSize", g.number_to_return as i64);
         }
         let msg = OpMsg::new(MsgFlags::empty(), document_bytes(&cmd));
+        // Read before the getMore runs: the reply that exhausts the cursor
+        // also removes it from the map.
+        let before = self
+            .ctx
+            .forwarder
+            .router()
+            .cursors()
+            .add_returned(g.cursor_id, 0);
         let Some(reply) = self.run(frame.request_id(), msg).await else {
             return Action::Nothing;
         };
@@ -297,7 +328,7 @@ impl ClientConn {
             );
         };
         let cursors = self.ctx.forwarder.router().cursors();
-        let before = cursors.add_returned(g.cursor_id, b.count as u64);
+        cursors.add_returned(g.cursor_id, b.count as u64);
         let starting_from = i32::try_from(before).unwrap_or(i32::MAX);
         self.op_reply(
             frame,

@@ -9,7 +9,9 @@
 //! fields MongoDB gave (`ok, err, code, n, updatedExisting, upserted,
 //! wtimeout, …`). A `getLastError` already waiting right behind the write
 //! gives the write its write concern (`w`, `wtimeout`, `j`, `fsync`); without
-//! one the write runs with `w: 1`, as an unacknowledged legacy write did.
+//! one the write runs with `w: "majority"` (the connection's choice, in
+//! `client/legacy.rs`), so that a later `getLastError` asking for any usual
+//! write concern reads a result that satisfies it.
 
 use bson::{doc, Bson, Document, RawBsonRef, RawDocument};
 use bytes::Bytes;
@@ -196,7 +198,8 @@ impl LastError {
         }
     }
 
-    /// The `getLastError` reply MongoDB gave for this state.
+    /// The `getLastError` reply MongoDB gave for this state (a not-primary
+    /// `err` in the legacy form, as [`super::replies::legacy_errmsg`]).
     pub fn reply(&self, connection_id: i64) -> Document {
         let mut d = doc! {"connectionId": connection_id};
         if let Some(u) = self.updated_existing {
@@ -210,7 +213,11 @@ impl LastError {
         d.insert("writtenTo", Bson::Null);
         match &self.err {
             Some(err) => {
-                d.insert("err", err.clone());
+                let err = match self.code {
+                    Some(c) => super::replies::legacy_errmsg(c, err).into_owned(),
+                    None => err.clone(),
+                };
+                d.insert("err", err);
                 if let Some(c) = self.code {
                     d.insert("code", c);
                     d.insert("codeName", codes::name(c));
@@ -366,6 +373,11 @@ mod tests {
         );
         let r = failed.reply(1);
         assert_eq!(r.get_i32("code").unwrap(), 11602);
+        assert_eq!(
+            r.get_str("err").unwrap(),
+            "not master: holdfast: the primary changed",
+            "pymongo 3.x raises NotMasterError only on 'not master'"
+        );
         assert_eq!(
             r.get_f64("ok").unwrap(),
             1.0,

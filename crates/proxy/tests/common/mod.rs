@@ -4,6 +4,8 @@
 //! driver for real-client checks.
 #![allow(dead_code)]
 
+pub mod legacy;
+
 use std::time::Duration;
 
 use bson::{doc, Document};

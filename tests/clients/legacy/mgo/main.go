@@ -9,7 +9,8 @@
 //	mgo-client URI write-loop SECONDS WRITER_ID
 //
 // Prints one JSON object on stdout; driver failures are reported in it (exit
-// code 0). Built from Debian's golang-gopkg-mgo.v2-dev in GOPATH mode by
+// code 0). crud reads mgo's debug log (batches_seen) and checks its kill
+// with a getMore of the killed cursor. Built from Debian's golang-gopkg-mgo.v2-dev in GOPATH mode by
 // scripts/install-test-deps.sh.
 package main
 
@@ -19,7 +20,9 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,7 +70,59 @@ func dial(uri string) (*mgo.Session, error) {
 	return s, nil
 }
 
-func crud(uri string) obj {
+// iterLog is mgo's debug log, read for what mgo does not expose: how many
+// getMores an iterator sent (for batches_seen, as command monitoring gives
+// it in other drivers). Lines also go to tee, if set (MGO_DEBUG).
+type iterLog struct {
+	sync.Mutex
+	lines []string
+	tee   *log.Logger
+}
+
+func (l *iterLog) Output(calldepth int, s string) error {
+	l.Lock()
+	l.lines = append(l.lines, s)
+	l.Unlock()
+	if l.tee != nil {
+		return l.tee.Output(calldepth+1, s)
+	}
+	return nil
+}
+
+// iterPrefix is how mgo's log names an iterator.
+func iterPrefix(it *mgo.Iter) string { return fmt.Sprintf("Iter %p ", it) }
+
+// getMores counts the "requesting more documents" lines of one iterator.
+func (l *iterLog) getMores(it *mgo.Iter) int {
+	l.Lock()
+	defer l.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.HasPrefix(s, iterPrefix(it)) && strings.Contains(s, "requesting more documents") {
+			n++
+		}
+	}
+	return n
+}
+
+// openCursor is the id of the cursor the iterator holds (0: none). mgo
+// keeps it unexported (Iter.op.cursorId); reflection reads it.
+func openCursor(it *mgo.Iter) int64 {
+	return reflect.ValueOf(it).Elem().FieldByName("op").FieldByName("cursorId").Int()
+}
+
+// isCursorNotFound: a getMore of a cursor the server no longer has, as mgo
+// reports it (the getMore command's error 43, or OP_GET_MORE's
+// CursorNotFound flag, which mgo calls ErrCursor).
+func isCursorNotFound(err error) bool {
+	var qe *mgo.QueryError
+	if errors.As(err, &qe) {
+		return qe.Code == 43
+	}
+	return err == mgo.ErrCursor
+}
+
+func crud(uri string, logs *iterLog) obj {
 	out := obj{}
 	s, err := dial(uri)
 	if err != nil {
@@ -88,7 +143,6 @@ func crud(uri string) obj {
 	}
 	out["inserted"] = len(docs)
 
-	// mgo does not expose batches: batches_seen is omitted.
 	step = "find"
 	var doc bson.M
 	n := 0
@@ -100,6 +154,7 @@ func crud(uri string) obj {
 		return fail(err)
 	}
 	out["found"] = n
+	out["batches_seen"] = 1 + logs.getMores(it)
 
 	step = "kill"
 	// Prefetch(0): no getMore before the buffered batch is used up.
@@ -107,10 +162,21 @@ func crud(uri string) obj {
 	if !it.Next(&doc) {
 		return fail(fmt.Errorf("no first document: %v", it.Err()))
 	}
+	cursor := openCursor(it)
+	if cursor == 0 {
+		return fail(errors.New("the first batch left no open cursor to kill"))
+	}
 	if err := it.Close(); err != nil { // OP_KILL_CURSORS (no reply, mgo cannot see it fail)
 		return fail(err)
 	}
-	out["killed"] = true
+	// The kill is real if a getMore of that cursor now finds nothing.
+	var rest []bson.M
+	err = c.NewIter(nil, nil, cursor, nil).All(&rest)
+	if err != nil && !isCursorNotFound(err) {
+		return fail(err)
+	}
+	out["killed"] = isCursorNotFound(err)
+	out["after_kill"] = obj{"documents": len(rest), "error": fmt.Sprint(err)}
 
 	step = "dup"
 	err = c.Insert(bson.M{"_id": 0})
@@ -257,14 +323,20 @@ func main() {
 		usage()
 	}
 	uri, scenario, args := os.Args[1], os.Args[2], os.Args[3:]
+	var tee *log.Logger
 	if os.Getenv("MGO_DEBUG") != "" { // mgo's own log of cluster sync and sockets, on stderr
-		mgo.SetLogger(log.New(os.Stderr, "mgo: ", log.Lmicroseconds))
+		tee = log.New(os.Stderr, "mgo: ", log.Lmicroseconds)
+		mgo.SetLogger(tee)
 		mgo.SetDebug(os.Getenv("MGO_DEBUG") == "2")
 	}
 	var out obj
 	switch {
 	case scenario == "crud":
-		out = crud(uri)
+		// crud reads mgo's debug log (iterLog); MGO_DEBUG still gets a copy.
+		logs := &iterLog{tee: tee}
+		mgo.SetLogger(logs)
+		mgo.SetDebug(true)
+		out = crud(uri, logs)
 	case scenario == "read-loop" && len(args) >= 1:
 		secs, err1 := strconv.ParseFloat(args[0], 64)
 		workers, err2 := 8, error(nil)

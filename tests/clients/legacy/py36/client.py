@@ -3,6 +3,7 @@
     python client.py URI crud
     python client.py URI read-loop SECONDS [WORKERS]
     python client.py URI write-loop SECONDS WRITER_ID
+    python client.py URI once
 
 Prints one JSON object on stdout. Failures of the driver are reported in the
 JSON (exit code 0); only a usage error exits non-zero.
@@ -178,6 +179,26 @@ def write_loop(uri, seconds, writer):
     return out
 
 
+def once(uri):
+    """One find_one and one insert_one, each reported as {"ok": true} or as the
+    error the driver raised, with whether it is an AutoReconnect (what legacy
+    applications catch to retry after a failover)."""
+    c = client(uri)
+    coll = c[DB]["once"]
+    out = {}
+    for step, op in (("find", lambda: coll.find_one({"_id": 1})),
+                     ("insert", lambda: coll.insert_one({"at": time.time()}))):
+        try:
+            op()
+            out[step] = {"ok": True}
+        except Exception as e:  # noqa: BLE001 - reported as JSON
+            d = err(e)
+            d["auto_reconnect"] = isinstance(e, pymongo.errors.AutoReconnect)
+            out[step] = d
+    c.close()
+    return out
+
+
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
@@ -189,6 +210,8 @@ def main(argv):
             out = read_loop(uri, float(args[0]), int(args[1]) if len(args) > 1 else 8)
         elif scenario == "write-loop":
             out = write_loop(uri, float(args[0]), args[1])
+        elif scenario == "once":
+            out = once(uri)
         else:
             sys.exit("unknown scenario %r\n%s" % (scenario, __doc__))
     except (IndexError, ValueError):
