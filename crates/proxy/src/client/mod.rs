@@ -161,7 +161,13 @@ impl ClientConn {
             .budget
             .charge(r.len(), std::time::Duration::ZERO)
             .await;
-        let write = reader.get_mut().write_all(r.raw());
+        // Flushed: under TLS a record may wait in the session otherwise
+        // (for plain TCP a flush costs nothing).
+        let stream = reader.get_mut();
+        let write = async {
+            stream.write_all(r.raw()).await?;
+            stream.flush().await
+        };
         let written = match self.ctx.timeouts.frame {
             Some(t) => tokio::time::timeout(t, write)
                 .await
@@ -199,10 +205,11 @@ impl ClientConn {
                         *id,
                         &d,
                     );
-                    let _ = tokio::time::timeout(
-                        reader::BUDGET_WAIT,
-                        reader.get_mut().write_all(r.raw()),
-                    )
+                    let stream = reader.get_mut();
+                    let _ = tokio::time::timeout(reader::BUDGET_WAIT, async {
+                        stream.write_all(r.raw()).await?;
+                        stream.flush().await
+                    })
                     .await;
                 }
             }

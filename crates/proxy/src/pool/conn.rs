@@ -257,9 +257,11 @@ impl BackendConn {
         self.buf.is_empty() && !self.stalled()
     }
 
-    /// Writes a whole frame.
+    /// Writes a whole frame (flushed: under TLS a record may otherwise
+    /// wait in the session).
     pub async fn send(&mut self, frame: &Frame) -> std::io::Result<()> {
-        self.stream.write_all(frame.raw()).await
+        self.stream.write_all(frame.raw()).await?;
+        self.stream.flush().await
     }
 
     /// Reads one whole frame. Cancel-safe with respect to the stream only in
