@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod client;
 pub mod config;
 #[cfg(feature = "embedded-sim")]

@@ -127,6 +127,10 @@ fn describe_traffic() {
         "Logins of backend connections to members (as the upstream user or a client's own user), by mechanism and outcome"
     );
     describe_counter!(
+        "holdfast_memory_budget_refusals_total",
+        "Requests refused because max_buffered_bytes had no room, by what did not fit: a request frame, a compressed request's inflated size, a member's reply"
+    );
+    describe_counter!(
         "holdfast_tls_handshake_failures_total",
         "TLS handshakes that failed, by side (client: holdfast's listener; upstream: connections to members)"
     );
@@ -208,6 +212,9 @@ pub fn register_known() {
             counter!("holdfast_backend_logins_total", "mechanism" => mech, "outcome" => outcome)
                 .increment(0);
         }
+    }
+    for what in ["request", "compressed", "reply"] {
+        counter!("holdfast_memory_budget_refusals_total", "what" => what).increment(0);
     }
     for side in ["client", "upstream"] {
         counter!("holdfast_tls_handshake_failures_total", "side" => side).increment(0);
@@ -380,6 +387,10 @@ pub fn client_authentication(mechanism: &'static str, outcome: &'static str) {
 pub fn backend_login(mechanism: &'static str, outcome: &'static str) {
     counter!("holdfast_backend_logins_total", "mechanism" => mechanism, "outcome" => outcome)
         .increment(1);
+}
+
+pub fn budget_refusal(what: &'static str) {
+    counter!("holdfast_memory_budget_refusals_total", "what" => what).increment(1);
 }
 
 pub fn tls_handshake_failed(side: &'static str) {

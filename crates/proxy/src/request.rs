@@ -13,6 +13,7 @@ use holdfast_wire::{
 use tracing::{debug, info, warn, Span};
 
 use crate::auth::Principal;
+use crate::budget::{Budget, Charge};
 use crate::config::WriteRetry;
 use crate::failover::{self, Attempt, Decision, Failure, Pin, Resend};
 use crate::gate::GateError;
@@ -69,6 +70,8 @@ impl Outcome {
 /// makes. One per holdfast, shared by every client connection.
 pub struct Forwarder {
     policy: Policy,
+    /// The memory budget replies are charged to.
+    budget: Arc<Budget>,
     router: Arc<Router>,
     pools: Arc<Pools>,
     replies: Arc<Replies>,
@@ -83,9 +86,11 @@ impl Forwarder {
         pools: Arc<Pools>,
         replies: Arc<Replies>,
         sessions: Arc<Sessions>,
+        budget: Arc<Budget>,
     ) -> Forwarder {
         Forwarder {
             policy,
+            budget,
             router,
             pools,
             replies,
@@ -112,7 +117,9 @@ impl Forwarder {
     }
 
     /// Sends a client's request to the right member and returns what the
-    /// client gets (`None`: nothing, for an unacknowledged request).
+    /// client gets (`None`: nothing, for an unacknowledged request). A
+    /// member's reply leaves its memory-budget charge in `charge`, to be
+    /// dropped once the client has read it.
     pub async fn forward(
         &self,
         span: &Span,
@@ -120,6 +127,7 @@ impl Forwarder {
         view: &CommandView<'_>,
         class: CommandClass,
         principal: &Arc<Principal>,
+        charge: &mut Option<Charge>,
     ) -> Option<Frame> {
         let started = Instant::now();
         let pref =
@@ -149,6 +157,7 @@ impl Forwarder {
         let mut req = Request::new(self, span, frame, view, class, started, principal);
         req.pref = pref;
         let (reply, outcome) = req.run().await;
+        *charge = req.charge.take();
         self.metrics.request(
             class.label(),
             outcome.label(),
@@ -209,6 +218,8 @@ struct Request<'a> {
     pref: ReadPreference,
     /// Who the request runs as upstream.
     principal: Arc<Principal>,
+    /// The memory budget the last reply holds.
+    charge: Option<Charge>,
     /// Members this request failed on (a resent read avoids them).
     failed_on: Vec<String>,
     resends: u32,
@@ -243,6 +254,7 @@ impl<'a> Request<'a> {
             lease: None,
             pref: ReadPreference::default(),
             principal: principal.clone(),
+            charge: None,
             failed_on: Vec::new(),
             resends: 0,
             attempts: 0,
@@ -292,18 +304,21 @@ impl<'a> Request<'a> {
                     &to_send,
                     self.unacknowledged,
                     sending_at,
+                    &self.fw.budget,
                 )
                 .await;
             let (failure, answer, cause) = match sent {
                 Ok(None) => return (None, Outcome::Ok),
                 Ok(Some(reply)) => {
-                    let answer = Answer::of(reply);
+                    self.charge = Some(reply.charge);
+                    let answer = Answer::of(reply.frame);
                     match answer.failure() {
                         None => return self.answered(answer, &route),
                         Some(f) => (f, Some(answer), server_cause(f)),
                     }
                 }
                 Err(e @ BackendError::Auth { .. }) => return self.login_failed(&e),
+                Err(BackendError::OverBudget { len, .. }) => return self.reply_over_budget(len),
                 Err(e) => (failure_of(&e), None, e.to_string()),
             };
             self.fw.router.report_member_failure(&route.target);
@@ -500,6 +515,39 @@ impl<'a> Request<'a> {
         warn!(parent: self.span, command = self.view.name, action = "refused", reason = err.reason, "{}", err.error.errmsg);
         if self.unacknowledged {
             m::unacknowledged_lost();
+            return (None, Outcome::HoldfastError);
+        }
+        (
+            Some(self.fw.replies.holdfast_error(self.frame, &err)),
+            Outcome::HoldfastError,
+        )
+    }
+
+    /// The member answered, but its reply did not fit in the memory budget
+    /// (many large replies waiting for slow clients): the reply is dropped
+    /// and the client told. For a write, the command did run.
+    fn reply_over_budget(&self, len: usize) -> (Option<Frame>, Outcome) {
+        let ran = match self.class {
+            CommandClass::RetryableRead | CommandClass::Diagnostic => "",
+            _ => " The command ran on the server; only its reply was dropped.",
+        };
+        let err = HoldfastError {
+            error: reply::ErrorReply::new(
+                codes::EXCEEDED_MEMORY_LIMIT,
+                "ExceededMemoryLimit",
+                format!(
+                    "holdfast: the reply to this {} ({len} bytes) found no room in holdfast's memory budget (max_buffered_bytes={}, {} in use); retry later.{ran}",
+                    self.view.name,
+                    self.fw.budget.max(),
+                    self.fw.budget.used()
+                ),
+            ),
+            detail: None,
+            reason: "reply_over_budget",
+        };
+        m::budget_refusal("reply");
+        warn!(parent: self.span, command = self.view.name, action = "refused", reason = err.reason, len, "{}", err.error.errmsg);
+        if self.unacknowledged {
             return (None, Outcome::HoldfastError);
         }
         (

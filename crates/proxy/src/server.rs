@@ -157,6 +157,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
         checkout_timeout: cfg.hold_timeout(),
         ..Default::default()
     }));
+    let budget = crate::budget::Budget::new(cfg.max_buffered_bytes);
     let timeout = router.snapshot().limits.logical_session_timeout_minutes;
     let sessions = Sessions::for_timeout(cfg.pool_size.max(64) * 2, timeout.unwrap_or(30));
     let forwarder = Arc::new(Forwarder::new(
@@ -168,9 +169,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Holdfast> {
         pools.clone(),
         Arc::new(Replies::new(identity.clone())),
         sessions.clone(),
+        budget.clone(),
     ));
     let security = Arc::new(security);
-    let ctx = client_context(&cfg, forwarder, &security);
+    let ctx = client_context(&cfg, forwarder, &security, budget);
     let hf = Holdfast {
         ctx: ctx.clone(),
         security,
@@ -196,6 +198,7 @@ fn client_context(
     cfg: &Config,
     forwarder: Arc<Forwarder>,
     security: &Security,
+    budget: Arc<crate::budget::Budget>,
 ) -> Arc<ClientContext> {
     Arc::new(ClientContext {
         forwarder,
@@ -204,7 +207,7 @@ fn client_context(
             verify_checksum: true,
         },
         timeouts: cfg.client_timeouts(),
-        budget: crate::client::Budget::new(cfg.max_buffered_bytes),
+        budget,
         users: std::sync::RwLock::new(Arc::new(security.users.clone())),
         principals: security.principals.clone(),
         allow_unauthenticated: cfg.allow_unauthenticated,
@@ -306,6 +309,8 @@ async fn end_sessions(router: &Router, pools: &Pools, ended: sessions::Ended) {
     if ended.is_empty() {
         return;
     }
+    // Small replies, not a client's: a budget of their own.
+    let budget = crate::budget::Budget::new(1 << 20);
     let Some(primary) = router.snapshot().primary.clone() else {
         return;
     };
@@ -315,7 +320,7 @@ async fn end_sessions(router: &Router, pools: &Pools, ended: sessions::Ended) {
             let frame = holdfast_wire::reply::msg_reply(0, 0, &cmd);
             let sent = tokio::time::timeout(
                 Duration::from_secs(2),
-                pools.round_trip(&primary, &owner, &frame, false, Instant::now()),
+                pools.round_trip(&primary, &owner, &frame, false, Instant::now(), &budget),
             )
             .await;
             if !matches!(sent, Ok(Ok(Some(_)))) {

@@ -53,7 +53,15 @@ impl ClientConn {
             }
         };
         let fw = self.ctx.forwarder.clone();
-        fw.forward(&self.span, frame, view, class, &principal).await
+        fw.forward(
+            &self.span,
+            frame,
+            view,
+            class,
+            &principal,
+            &mut self.reply_charge,
+        )
+        .await
     }
 
     /// saslStart, saslContinue, authenticate, logout, getnonce.

@@ -68,6 +68,9 @@ struct ClientConn {
     /// legacy write being handled.
     pipelined_gle: Option<bson::Document>,
     auth: crate::auth::sasl::ClientAuth,
+    /// The memory budget the reply being answered holds (a member's reply
+    /// stays charged until the client has read it).
+    reply_charge: Option<crate::budget::Charge>,
 }
 
 /// Serves one client until it disconnects, sends bytes that cannot be
@@ -102,6 +105,7 @@ pub async fn serve<S>(
         last_error: LastError::default(),
         pipelined_gle: None,
         auth: crate::auth::sasl::ClientAuth::default(),
+        reply_charge: None,
     };
     client.auth.peer_subject = tls_subject;
     // Registered with the token once per connection, not once per request.
@@ -136,11 +140,13 @@ pub async fn serve<S>(
         match action {
             Action::Reply(r) => {
                 metrics.bytes_sent.increment(r.len() as u64);
-                if let Err(why) = client.write(&mut reader, &r).await {
+                let written = client.write(&mut reader, &r).await;
+                client.reply_charge = None;
+                if let Err(why) = written {
                     break why;
                 }
             }
-            Action::Nothing => {}
+            Action::Nothing => client.reply_charge = None,
             Action::Close => break "protocol_error",
         }
     };
@@ -150,17 +156,13 @@ pub async fn serve<S>(
 }
 
 impl ClientConn {
-    /// Writes a reply, charged to the memory budget while it is written;
-    /// a client that does not read it within the frame timeout is closed.
+    /// Writes a reply (a member's reply is charged to the memory budget
+    /// until written: [`ClientConn::reply_charge`]); a client that does not
+    /// read it within the frame timeout is closed.
     async fn write<S>(&self, reader: &mut Reader<S>, r: &Frame) -> Result<(), &'static str>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let _charge = self
-            .ctx
-            .budget
-            .charge(r.len(), std::time::Duration::ZERO)
-            .await;
         // Flushed: under TLS a record may wait in the session otherwise
         // (for plain TCP a flush costs nothing).
         let stream = reader.get_mut();
@@ -194,6 +196,7 @@ impl ClientConn {
                 warn!(parent: &self.span, peer = %self.peer, reason, "closing client connection: timeout");
             }
             ReadError::OverBudget { len, request_id } => {
+                m::budget_refusal("request");
                 let budget = self.ctx.budget.max();
                 let msg = format!("holdfast: this request of {len} bytes does not fit in holdfast's memory budget (max_buffered_bytes={budget}, {} in use); it was not read; retry later", self.ctx.budget.used());
                 warn!(parent: &self.span, peer = %self.peer, len, budget, "closing client connection: over the memory budget");
@@ -253,9 +256,12 @@ impl ClientConn {
                 let size = usize::try_from(c.uncompressed_size).unwrap_or(usize::MAX);
                 let Some(_inflated) = self.ctx.budget.charge(size, reader::BUDGET_WAIT).await
                 else {
-                    m::protocol_error("compression");
-                    warn!(parent: &self.span, peer = %self.peer, size, "closing client connection: a compressed message too large for the memory budget");
-                    return Action::Close;
+                    m::budget_refusal("compressed");
+                    let budget = &self.ctx.budget;
+                    let msg = format!("holdfast: this compressed request inflates to {size} bytes, which do not fit in holdfast's memory budget (max_buffered_bytes={}, {} in use); it was not run; retry later", budget.max(), budget.used());
+                    warn!(parent: &self.span, peer = %self.peer, size, "refused a compressed request: no room in the memory budget");
+                    let err = ErrorReply::of(holdfast_wire::codes::EXCEEDED_MEMORY_LIMIT, msg);
+                    return self.error(&frame, &err);
                 };
                 match c.decompress(frame.header(), max) {
                     Ok(inner) if inner.op_code() != OpCode::Compressed => {

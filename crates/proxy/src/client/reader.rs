@@ -23,58 +23,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use holdfast_wire::{Frame, FrameCodec, Limits, WireError};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Decoder;
+
+pub use crate::budget::{Budget, Charge, BUDGET_WAIT};
 
 /// Initial read buffer of a client connection, bytes.
 const CLIENT_READ_BUFFER: usize = 512;
-
-/// How long a frame waits for room in the memory budget before it is
-/// refused.
-pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
-
-/// One memory budget for every request byte holdfast buffers: frames being
-/// read, requests held for a primary, replies being written to clients.
-pub struct Budget {
-    bytes: Arc<Semaphore>,
-    max: usize,
-}
-
-/// Bytes charged to the budget; returned when dropped.
-pub struct Charge(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
-
-impl Budget {
-    pub fn new(max: usize) -> Arc<Budget> {
-        let max = max.clamp(1, Semaphore::MAX_PERMITS);
-        Arc::new(Budget {
-            bytes: Arc::new(Semaphore::new(max)),
-            max,
-        })
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Bytes charged now.
-    pub fn used(&self) -> usize {
-        self.max - self.bytes.available_permits()
-    }
-
-    /// Charges `n` bytes, waiting up to `wait` for room; `None` if there
-    /// was none (or `n` exceeds the whole budget).
-    pub async fn charge(&self, n: usize, wait: Duration) -> Option<Charge> {
-        if n == 0 {
-            return Some(Charge(None));
-        }
-        let n32 = u32::try_from(n).ok().filter(|_| n <= self.max)?;
-        if let Ok(p) = self.bytes.clone().try_acquire_many_owned(n32) {
-            return Some(Charge(Some(p)));
-        }
-        let p = tokio::time::timeout(wait, self.bytes.clone().acquire_many_owned(n32)).await;
-        p.ok()?.ok().map(|p| Charge(Some(p)))
-    }
-}
 
 /// The client-side timeouts (`None`: off).
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +124,7 @@ impl<S: AsyncRead + Unpin> Reader<S> {
                     self.first = false;
                     self.partial_since = None;
                     self.last_frame = Instant::now();
-                    let charge = self.charge.take().unwrap_or(Charge(None));
+                    let charge = self.charge.take().unwrap_or(Charge::none());
                     return Ok((frame, charge));
                 }
                 Ok(None) => {}

@@ -15,7 +15,15 @@ use tokio_util::codec::Decoder;
 
 use super::login::{self, Conversation, Login, Step};
 use super::BackendError;
+use crate::budget::{Budget, Charge, BUDGET_WAIT};
 use crate::metrics as m;
+
+/// Why a reply could not be read.
+pub enum RecvError {
+    Io(std::io::Error),
+    /// A reply of this many bytes found no room in the memory budget.
+    OverBudget(usize),
+}
 
 /// The login a hello started (SCRAM: its conversation; X.509: none).
 struct Speculative {
@@ -273,17 +281,53 @@ impl BackendConn {
                 Ok(None) => {}
                 Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(16 * 1024);
-            }
-            let n = self.stream.read_buf(&mut self.buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed by the server",
-                ));
-            }
+            self.fill().await?;
         }
+    }
+
+    /// Reads one whole reply, its announced length charged to `budget`
+    /// before its bytes are read (waiting up to [`BUDGET_WAIT`] for room).
+    pub async fn recv_charged(&mut self, budget: &Budget) -> Result<(Frame, Charge), RecvError> {
+        let mut charge = None;
+        loop {
+            if charge.is_none() && self.buf.len() >= 4 {
+                let declared =
+                    i32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                let len = usize::try_from(declared).unwrap_or(0);
+                charge = Some(
+                    budget
+                        .charge(len, BUDGET_WAIT)
+                        .await
+                        .ok_or(RecvError::OverBudget(len))?,
+                );
+            }
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(f)) => return Ok((f, charge.unwrap_or_else(Charge::none))),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(RecvError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        e,
+                    )))
+                }
+            }
+            self.fill().await.map_err(RecvError::Io)?;
+        }
+    }
+
+    /// Reads more bytes into the buffer; an error at end of stream.
+    async fn fill(&mut self) -> std::io::Result<()> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed by the server",
+            ));
+        }
+        Ok(())
     }
 
     /// Idle and healthy: nothing to read and not closed. Peeks at the

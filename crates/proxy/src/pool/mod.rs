@@ -42,7 +42,22 @@ pub mod login;
 mod watchdog;
 
 pub use conn::BackendConn;
-use conn::{Clock, InFlight};
+use conn::{Clock, InFlight, RecvError};
+
+/// A member's reply, with the memory budget it holds until the client has
+/// read it.
+pub struct Reply {
+    pub frame: Frame,
+    pub charge: crate::budget::Charge,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("len", &self.frame.len())
+            .finish()
+    }
+}
 pub use login::Login;
 
 #[derive(Debug, Error)]
@@ -57,6 +72,8 @@ pub enum BackendError {
     Timeout { member: String, waited: Duration },
     #[error("{member} sent bytes that are not a MongoDB reply: {reason}")]
     Protocol { member: String, reason: String },
+    #[error("the reply of {member} ({len} bytes) found no room in holdfast's memory budget")]
+    OverBudget { member: String, len: usize },
     #[error("could not log in to {member} as {user}: {reason}")]
     Auth {
         member: String,
@@ -73,6 +90,7 @@ impl BackendError {
             BackendError::Network { .. }
                 | BackendError::Timeout { .. }
                 | BackendError::Protocol { .. }
+                | BackendError::OverBudget { .. }
         )
     }
 }
@@ -464,10 +482,11 @@ impl Pools {
         self.pools.lock().unwrap().clone()
     }
 
-    /// One request to `member`: `Ok(None)` once an unacknowledged request
-    /// is written, else its reply. `started` is a recent instant (when the
-    /// request arrived, to spare a clock read). A connection goes back to
-    /// the pool only after a complete round trip.
+    /// One request to `member` as `who`: `Ok(None)` once an
+    /// unacknowledged request is written, else its reply, charged to
+    /// `budget`. `started` is a recent instant (when the request arrived,
+    /// to spare a clock read). A connection goes back to the pool only
+    /// after a complete round trip.
     pub async fn round_trip(
         &self,
         member: &str,
@@ -475,7 +494,8 @@ impl Pools {
         frame: &Frame,
         unacknowledged: bool,
         started: Instant,
-    ) -> Result<Option<Frame>, BackendError> {
+        budget: &crate::budget::Budget,
+    ) -> Result<Option<Reply>, BackendError> {
         let mut conn = self.get(member).checkout(started, who).await?;
         // Waiting for the pool is not waiting for the member.
         let started = if conn.immediate {
@@ -507,13 +527,19 @@ impl Pools {
             conn.check_in(started);
             return Ok(None);
         }
-        match conn.recv().await {
-            Ok(reply) => {
+        match conn.recv_charged(budget).await {
+            Ok((frame, charge)) => {
                 conn.end();
                 conn.check_in(started);
-                Ok(Some(reply))
+                Ok(Some(Reply { frame, charge }))
             }
-            Err(e) => Err(failed(&conn, e)),
+            Err(RecvError::Io(e)) => Err(failed(&conn, e)),
+            // The reply stays unread in the socket: the connection is
+            // dropped, not reused.
+            Err(RecvError::OverBudget(len)) => Err(BackendError::OverBudget {
+                member: member.to_string(),
+                len,
+            }),
         }
     }
 
@@ -575,6 +601,10 @@ mod tests {
         reply::msg_reply_bytes(1, 0, MsgFlags::empty(), b)
     }
 
+    fn budget() -> Arc<crate::budget::Budget> {
+        crate::budget::Budget::new(1 << 30)
+    }
+
     fn svc() -> Arc<Principal> {
         Principal::service(None)
     }
@@ -600,7 +630,14 @@ mod tests {
         let p = pools(4);
         for _ in 0..5 {
             let r = p
-                .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
+                .round_trip(
+                    &addr,
+                    &svc(),
+                    &request("ping"),
+                    false,
+                    Instant::now(),
+                    &budget(),
+                )
                 .await;
             assert!(r.unwrap().is_some());
         }
@@ -635,9 +672,16 @@ mod tests {
         let p = pools(4);
         let (a, b) = (user("admin.a"), user("admin.b"));
         for who in [&a, &b, &a, &b] {
-            p.round_trip(&addr, who, &request("ping"), false, Instant::now())
-                .await
-                .unwrap();
+            p.round_trip(
+                &addr,
+                who,
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
+            .await
+            .unwrap();
         }
         // One connection each, reused only by its own principal.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -656,9 +700,16 @@ mod tests {
         let pool = p.get(&addr);
         for i in 0..10 {
             let who = user(&format!("admin.u{i}"));
-            p.round_trip(&addr, &who, &request("ping"), false, Instant::now())
-                .await
-                .unwrap();
+            p.round_trip(
+                &addr,
+                &who,
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
+            .await
+            .unwrap();
             assert!(pool.idle_count() + pool.checked_out() <= 3);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 10);
@@ -692,13 +743,27 @@ mod tests {
             login: Some(Arc::new(Login::password("svc", "admin", "pw", None))),
         });
         let e = p
-            .round_trip(&addr, &who, &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &who,
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, BackendError::Auth { .. }), "{e}");
         assert!(!e.maybe_sent());
         let e = p
-            .round_trip(&addr, &who, &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &who,
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await
             .unwrap_err();
         assert!(e.to_string().contains("the next try is in"), "{e}");
@@ -709,7 +774,14 @@ mod tests {
         );
         tokio::time::sleep(LOGIN_BACKOFF + Duration::from_millis(50)).await;
         let _ = p
-            .round_trip(&addr, &who, &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &who,
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "tried again after it");
         // A reloaded login (another password) is tried at once.
@@ -718,7 +790,14 @@ mod tests {
             login: Some(Arc::new(Login::password("svc", "admin", "new", None))),
         });
         let _ = p
-            .round_trip(&addr, &reloaded, &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &reloaded,
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await;
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
@@ -730,9 +809,16 @@ mod tests {
             max_idle: Duration::from_millis(50),
             ..Default::default()
         });
-        p.round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
-            .await
-            .unwrap();
+        p.round_trip(
+            &addr,
+            &svc(),
+            &request("ping"),
+            false,
+            Instant::now(),
+            &budget(),
+        )
+        .await
+        .unwrap();
         assert_eq!(p.get(&addr).idle_count(), 1);
         p.shrink_idle();
         assert_eq!(p.get(&addr).idle_count(), 1, "not idle long enough yet");
@@ -753,9 +839,16 @@ mod tests {
         }
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(pool.checked_out(), 0);
-        p.round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
-            .await
-            .unwrap();
+        p.round_trip(
+            &addr,
+            &svc(),
+            &request("ping"),
+            false,
+            Instant::now(),
+            &budget(),
+        )
+        .await
+        .unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -764,9 +857,16 @@ mod tests {
         let (addr, accepted) = server().await;
         let p = pools(4);
         let pool = p.get(&addr);
-        p.round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
-            .await
-            .unwrap();
+        p.round_trip(
+            &addr,
+            &svc(),
+            &request("ping"),
+            false,
+            Instant::now(),
+            &budget(),
+        )
+        .await
+        .unwrap();
         let out = pool.checkout(Instant::now(), &svc()).await.unwrap();
         let gen = out.generation();
         pool.clear();
@@ -784,17 +884,77 @@ mod tests {
         let (addr, _) = server().await;
         let p = pools(1);
         let r = p
-            .round_trip(&addr, &svc(), &request("silence"), true, Instant::now())
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("silence"),
+                true,
+                Instant::now(),
+                &budget(),
+            )
             .await
             .unwrap();
         assert!(r.is_none());
         // The connection is clean and serves the next request.
         let r = p
-            .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(r.response_to(), 1);
+        assert_eq!(r.frame.response_to(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_that_does_not_fit_in_the_budget_is_refused_and_its_connection_dropped() {
+        let (addr, accepted) = server().await;
+        let p = pools(2);
+        let small = crate::budget::Budget::new(20);
+        let e = p
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &small,
+            )
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, BackendError::OverBudget { len, .. } if len > 20),
+            "{e}"
+        );
+        assert_eq!(
+            p.get(&addr).idle_count(),
+            0,
+            "the unread reply's connection is not reused"
+        );
+        // With room, and while the reply is held, the budget counts it.
+        let roomy = crate::budget::Budget::new(1000);
+        let r = p
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &roomy,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(roomy.used(), r.frame.len());
+        drop(r);
+        assert_eq!(roomy.used(), 0);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -803,7 +963,14 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
         let e = pools(1)
-            .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, BackendError::Connect { .. }), "{e}");
@@ -826,7 +993,14 @@ mod tests {
             }
         });
         let e = pools(1)
-            .round_trip(&addr, &svc(), &request("ping"), false, Instant::now())
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, BackendError::Network { .. }), "{e}");
@@ -848,7 +1022,14 @@ mod tests {
         // it is only slow: it keeps waiting.
         let slow = tokio::time::timeout(
             Duration::from_millis(600),
-            p.round_trip(&addr, &svc(), &request("silence"), false, Instant::now()),
+            p.round_trip(
+                &addr,
+                &svc(),
+                &request("silence"),
+                false,
+                Instant::now(),
+                &budget(),
+            ),
         )
         .await;
         assert!(slow.is_err(), "a member that answers probes is not cut");
