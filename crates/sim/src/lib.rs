@@ -93,6 +93,8 @@
 //! inserted documents as `insert`, update and delete statements as
 //! `update`/`delete`, every other command as `command`; a command refused
 //! by authorization or by the role check above counts nothing.
+//! `serverStatus.metrics.commands.<name>.{total, failed}` count per command
+//! from the same point (`failed`: it answered an error).
 //!
 //! # Sessions, retryable writes, transactions
 //!

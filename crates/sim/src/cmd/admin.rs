@@ -195,6 +195,7 @@ fn server_status(conn: &ConnCtx) -> Document {
         "repl": repl,
         "opcounters": m.opcounters.to_document(),
         "metrics": {
+            "commands": m.opcounters.commands_document(),
             "cursor": { "open": { "total": m.cursors.lock().len() as i64 } },
         },
         "mem": { "bits": 64, "supported": false },

@@ -343,6 +343,16 @@ async fn route(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> 
     }
     check_member_role(conn, req)?;
     conn.member().opcounters.count(name, &req.cmd);
+    let result = execute(conn, req).await;
+    if result.is_err() {
+        conn.member().opcounters.command_failed(name);
+    }
+    result
+}
+
+/// Runs a command that passed the checks of [`route`].
+async fn execute(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
+    let name = req.name.as_str();
     match name {
         "hello" | "isMaster" | "ismaster" => hello::run(conn, req).await,
         "saslStart" | "saslContinue" | "authenticate" | "logout" => sasl::run(conn, req),
