@@ -73,7 +73,11 @@
 //! MaxTimeMSExpired), otherwise up to a safety cap of
 //! [`cmd::crud::AFTER_CLUSTER_TIME_CAP`] (60 s; MongoDB waits without
 //! limit), after which it fails with 50 too. A time later than any member
-//! has applied counts as reached.
+//! has applied counts as reached. `readConcern: {level: "linearizable"}`
+//! runs on the primary only (elsewhere: 10107 "cannot satisfy linearizable
+//! read concern on non-primary node"); after the read the primary writes a
+//! no-op and waits for a majority to apply it (`wtimeout`: the read's
+//! `maxTimeMS`, then 170 LinearizableReadConcernError).
 //!
 //! hello (and `serverStatus.repl`) report each member's own `lastWrite`:
 //! `opTime` and `lastWriteDate` of the last entry it applied,
