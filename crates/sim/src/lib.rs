@@ -115,6 +115,12 @@
 //! statements get 251 NoSuchTransaction with `TransientTransactionError`;
 //! commit/abort on the old primary get 10107 with `RetryableWriteError`.
 //!
+//! Each member keeps a logical session cache ([`logical_sessions`]): every
+//! command with an `lsid` marks its session used, `endSessions` marks it
+//! ending, and a refresh (every 5 minutes, or `refreshLogicalSessionCacheNow`)
+//! records used sessions in `config.system.sessions` and deletes ended
+//! ones; `serverStatus.logicalSessionRecordCache` reports it.
+//!
 //! # Stepdown (`replSetStepDown`, as MongoDB 4.2+)
 //!
 //! hello turns non-writable at once (counter bumped); writes waiting for
@@ -239,6 +245,7 @@ mod config;
 pub mod cursors;
 pub mod errors;
 mod handle;
+pub mod logical_sessions;
 pub mod member;
 pub mod oplog;
 mod server;

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cursors::CursorTable;
 use crate::engine::{Op, Store};
+use crate::logical_sessions::LogicalSessionCache;
 use crate::oplog::{Entry, EntryKind};
 
 /// `topologyVersion`: a fresh processId per process start, and a counter
@@ -317,6 +318,8 @@ pub struct Member {
     /// Serialises kill/revive of this member.
     pub lifecycle: tokio::sync::Mutex<()>,
     pub opcounters: OpCounters,
+    /// Sessions used and ended since the last refresh (process memory).
+    pub logical_sessions: Mutex<LogicalSessionCache>,
 }
 
 impl Member {
@@ -346,6 +349,7 @@ impl Member {
             started: Mutex::new(Instant::now()),
             lifecycle: tokio::sync::Mutex::new(()),
             opcounters: OpCounters::default(),
+            logical_sessions: Mutex::new(LogicalSessionCache::default()),
         }
     }
 

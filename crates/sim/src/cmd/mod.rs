@@ -341,6 +341,9 @@ async fn route(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> 
     if let Some(e) = &req.read_pref_error {
         return Err(e.clone());
     }
+    if let Some(key) = &req.lsid {
+        conn.member().logical_sessions.lock().vivify(key);
+    }
     check_member_role(conn, req)?;
     conn.member().opcounters.count(name, &req.cmd);
     let result = execute(conn, req).await;
