@@ -14,6 +14,10 @@
 //! primary, as holdfast routed all reads before it honoured read preference,
 //! so it waits out the election at the gate.
 //!
+//! Results (each row's distribution of the reads that overlapped an
+//! election: p50/p90/p99/max) are also written to
+//! `benches/results/election_reads.json`.
+//!
 //!   nice -n 10 cargo bench -p holdfast-bench --bench election_reads [-- ELECTIONS READERS ELECTION_MS]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +28,7 @@ use bson::{doc, Document};
 use holdfast_bench::{check_reply, preload, Conn, Template, SLOT};
 use holdfast_proxy::config::ElectionReads;
 use holdfast_sim::{ReplicaSet, SimConfig};
+use serde_json::{json, Value};
 
 struct Row {
     label: &'static str,
@@ -100,14 +105,50 @@ fn main() {
             .await
             .expect("preload");
         tokio::time::sleep(Duration::from_millis(300)).await; // replicated everywhere
+        let load_before = load_average();
         println!(
             "reads during an election: {elections} elections of {election_ms} ms, {readers} readers per row"
         );
+        let mut rows = Vec::new();
         for row in ROWS {
-            measure(&rs, row, elections, readers).await;
+            rows.push(measure(&rs, row, elections, readers).await);
         }
         rs.shutdown();
+        let out = json!({
+            "benchmark": "election_reads",
+            "command": "nice -n 10 cargo bench -p holdfast-bench --bench election_reads",
+            "recorded_at": bson::DateTime::now().try_to_rfc3339_string().unwrap_or_default(),
+            "machine": {
+                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "load_average_before": load_before,
+                "load_average_after": load_average(),
+            },
+            "config": {
+                "elections": elections,
+                "readers_per_row": readers,
+                "election_ms": election_ms,
+            },
+            "note": "during_elections: reads sent before an election completed and answered after its stepdown began; the first row is the baseline (every read waits for the primary)",
+            "rows": rows,
+        });
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../benches/results/election_reads.json"
+        );
+        std::fs::write(path, serde_json::to_string_pretty(&out).unwrap() + "\n")
+            .expect("write the results");
+        println!("written to benches/results/election_reads.json");
     });
+}
+
+/// 1-, 5- and 15-minute load averages of the machine.
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 fn template(mode: Option<&str>) -> Template {
@@ -162,7 +203,7 @@ async fn reader(
     }
 }
 
-async fn measure(rs: &ReplicaSet, row: &Row, elections: usize, readers: usize) {
+async fn measure(rs: &ReplicaSet, row: &Row, elections: usize, readers: usize) -> Value {
     let hf = holdfast_proxy::start(holdfast_proxy::Config {
         listen: "127.0.0.1:0".into(),
         admin_listen: String::new(),
@@ -236,13 +277,32 @@ async fn measure(rs: &ReplicaSet, row: &Row, elections: usize, readers: usize) {
         }
     }
     let during = overlapping.len();
+    let p50 = pct(&mut overlapping, 0.50);
+    let p90 = pct(&mut overlapping, 0.90);
     let p99 = pct(&mut overlapping, 0.99);
+    let max_during = pct(&mut overlapping, 1.0);
     println!(
         "{:<36} reads {ok:7}  errors {errors:3}  during elections {during:6}  p99 {p99:8.2} ms  longest {longest:8.2} ms",
         row.label
     );
-    if let Some(e) = first_error.lock().unwrap().as_ref() {
+    let first_error = first_error.lock().unwrap().clone();
+    if let Some(e) = first_error.as_ref() {
         println!("{:<36} first error: {e}", "");
     }
     hf.shutdown(Duration::from_millis(200)).await;
+    let ms = |v: f64| (v * 100.0).round() / 100.0;
+    json!({
+        "row": row.label,
+        "read_preference": row.mode.unwrap_or("primary"),
+        "election_reads": match row.election_reads {
+            ElectionReads::Hold => "hold",
+            ElectionReads::Secondary => "secondary",
+        },
+        "reads": ok,
+        "errors": errors,
+        "reads_during_elections": during,
+        "during_elections_ms": { "p50": ms(p50), "p90": ms(p90), "p99": ms(p99), "max": ms(max_during) },
+        "longest_read_ms": ms(longest),
+        "first_error": first_error,
+    })
 }

@@ -18,6 +18,8 @@ pub use holdfast_wire::codes::*;
 
 /// 31 RoleNotFound.
 pub const ROLE_NOT_FOUND: i32 = 31;
+/// A linearizable read whose no-op write did not reach a majority in time.
+pub const LINEARIZABLE_READ_CONCERN_ERROR: i32 = 170;
 /// An IDL-parsed command lacks a required field.
 pub const IDL_MISSING_FIELD: i32 = 40414;
 /// `createUser` of a user that exists.
@@ -31,6 +33,7 @@ pub const AUTHENTICATED_ON_MULTIPLE_DATABASES: i32 = 5626702;
 pub fn code_name(code: i32) -> &'static str {
     match code {
         ROLE_NOT_FOUND => "RoleNotFound",
+        LINEARIZABLE_READ_CONCERN_ERROR => "LinearizableReadConcernError",
         IDL_MISSING_FIELD => "Location40414",
         USER_ALREADY_EXISTS => "Location51003",
         AUTHENTICATED_ONCE => "Location5626701",

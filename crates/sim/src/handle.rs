@@ -71,6 +71,7 @@ impl ReplicaSet {
             tokio::spawn(inner.clone().applier(i));
         }
         tokio::spawn(inner.clone().election_loop());
+        tokio::spawn(inner.clone().session_refresher());
         if inner.cfg.periodic_noop_ms > 0 {
             let every = Duration::from_millis(inner.cfg.periodic_noop_ms);
             tokio::spawn(inner.clone().noop_writer(every));

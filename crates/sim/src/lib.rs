@@ -73,7 +73,11 @@
 //! MaxTimeMSExpired), otherwise up to a safety cap of
 //! [`cmd::crud::AFTER_CLUSTER_TIME_CAP`] (60 s; MongoDB waits without
 //! limit), after which it fails with 50 too. A time later than any member
-//! has applied counts as reached.
+//! has applied counts as reached. `readConcern: {level: "linearizable"}`
+//! runs on the primary only (elsewhere: 10107 "cannot satisfy linearizable
+//! read concern on non-primary node"); after the read the primary writes a
+//! no-op and waits for a majority to apply it (`wtimeout`: the read's
+//! `maxTimeMS`, then 170 LinearizableReadConcernError).
 //!
 //! hello (and `serverStatus.repl`) report each member's own `lastWrite`:
 //! `opTime` and `lastWriteDate` of the last entry it applied,
@@ -93,6 +97,8 @@
 //! inserted documents as `insert`, update and delete statements as
 //! `update`/`delete`, every other command as `command`; a command refused
 //! by authorization or by the role check above counts nothing.
+//! `serverStatus.metrics.commands.<name>.{total, failed}` count per command
+//! from the same point (`failed`: it answered an error).
 //!
 //! # Sessions, retryable writes, transactions
 //!
@@ -108,6 +114,12 @@
 //! (112 WriteConflict). A stepdown aborts transactions in progress: later
 //! statements get 251 NoSuchTransaction with `TransientTransactionError`;
 //! commit/abort on the old primary get 10107 with `RetryableWriteError`.
+//!
+//! Each member keeps a logical session cache ([`logical_sessions`]): every
+//! command with an `lsid` marks its session used, `endSessions` marks it
+//! ending, and a refresh (every 5 minutes, or `refreshLogicalSessionCacheNow`)
+//! records used sessions in `config.system.sessions` and deletes ended
+//! ones; `serverStatus.logicalSessionRecordCache` reports it.
 //!
 //! # Stepdown (`replSetStepDown`, as MongoDB 4.2+)
 //!
@@ -233,6 +245,7 @@ mod config;
 pub mod cursors;
 pub mod errors;
 mod handle;
+pub mod logical_sessions;
 pub mod member;
 pub mod oplog;
 mod server;

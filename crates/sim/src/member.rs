@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cursors::CursorTable;
 use crate::engine::{Op, Store};
+use crate::logical_sessions::LogicalSessionCache;
 use crate::oplog::{Entry, EntryKind};
 
 /// `topologyVersion`: a fresh processId per process start, and a counter
@@ -164,7 +165,14 @@ pub struct Process {
 /// update and delete statement as `update`/`delete`, every other command
 /// as `command`. A command is counted once it passed authorization and
 /// the member's role check (a read refused with 13435 counts nothing).
-#[derive(Debug, Default)]
+///
+/// Beside them, `serverStatus.metrics.commands.<name>.{total, failed}`,
+/// per command as mongod counts them from the same point: `total` for
+/// every command that passed those checks, `failed` for those among them
+/// that answered an error (a read refused later, for example a
+/// linearizable read on a secondary, counts in both). Lowercase aliases
+/// count under the command's name (`findandmodify` as `findAndModify`).
+#[derive(Debug)]
 pub struct OpCounters {
     pub insert: AtomicU64,
     pub query: AtomicU64,
@@ -172,11 +180,63 @@ pub struct OpCounters {
     pub delete: AtomicU64,
     pub getmore: AtomicU64,
     pub command: AtomicU64,
+    /// `(name, total, failed)` for every command of the shared table,
+    /// sorted by name.
+    commands: Vec<(&'static str, AtomicU64, AtomicU64)>,
+}
+
+impl Default for OpCounters {
+    fn default() -> Self {
+        let commands = holdfast_wire::commands::COMMANDS
+            .iter()
+            .filter(|c| command_metric_name(c.name) == c.name)
+            .map(|c| (c.name, AtomicU64::new(0), AtomicU64::new(0)))
+            .collect();
+        OpCounters {
+            insert: AtomicU64::new(0),
+            query: AtomicU64::new(0),
+            update: AtomicU64::new(0),
+            delete: AtomicU64::new(0),
+            getmore: AtomicU64::new(0),
+            command: AtomicU64::new(0),
+            commands,
+        }
+    }
+}
+
+/// The name a command is counted under in `metrics.commands`: mongod
+/// registers a command's aliases with the command itself.
+fn command_metric_name(name: &str) -> &str {
+    match name {
+        "findandmodify" => "findAndModify",
+        "buildinfo" => "buildInfo",
+        "getlasterror" => "getLastError",
+        "ismaster" => "isMaster",
+        other => other,
+    }
 }
 
 impl OpCounters {
+    fn command_entry(&self, name: &str) -> Option<&(&'static str, AtomicU64, AtomicU64)> {
+        let name = command_metric_name(name);
+        self.commands
+            .binary_search_by(|(n, _, _)| (*n).cmp(name))
+            .ok()
+            .map(|i| &self.commands[i])
+    }
+
+    /// A counted command answered an error (`metrics.commands.<name>.failed`).
+    pub fn command_failed(&self, command: &str) {
+        if let Some((_, _, failed)) = self.command_entry(command) {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a command about to run (inserts: see [`Self::got_inserts`]).
     pub fn count(&self, command: &str, cmd: &Document) {
+        if let Some((_, total, _)) = self.command_entry(command) {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
         let statements = |key: &str| match cmd.get(key) {
             Some(bson::Bson::Array(a)) => a.len() as u64,
             _ => 0,
@@ -207,6 +267,22 @@ impl OpCounters {
             "getmore": g(&self.getmore),
             "command": g(&self.command),
         }
+    }
+
+    /// `metrics.commands`: `{<name>: {failed, total}}` (Int64), every
+    /// command listed, as mongod lists them.
+    pub fn commands_document(&self) -> Document {
+        let mut d = Document::new();
+        for (name, total, failed) in &self.commands {
+            d.insert(
+                *name,
+                doc! {
+                    "failed": failed.load(Ordering::Relaxed) as i64,
+                    "total": total.load(Ordering::Relaxed) as i64,
+                },
+            );
+        }
+        d
     }
 }
 
@@ -242,6 +318,8 @@ pub struct Member {
     /// Serialises kill/revive of this member.
     pub lifecycle: tokio::sync::Mutex<()>,
     pub opcounters: OpCounters,
+    /// Sessions used and ended since the last refresh (process memory).
+    pub logical_sessions: Mutex<LogicalSessionCache>,
 }
 
 impl Member {
@@ -271,6 +349,7 @@ impl Member {
             started: Mutex::new(Instant::now()),
             lifecycle: tokio::sync::Mutex::new(()),
             opcounters: OpCounters::default(),
+            logical_sessions: Mutex::new(LogicalSessionCache::default()),
         }
     }
 

@@ -632,3 +632,89 @@ async fn op_query_commands_follow_upconversion_rules() {
         assert!(h.get_document("lastWrite").is_ok(), "{h}");
     }
 }
+
+/// `serverStatus.metrics.commands.<name>` of `member`: (total, failed).
+async fn command_counts(set: &holdfast_sim::ReplicaSet, member: usize, name: &str) -> (i64, i64) {
+    let mut c = connect(set, member).await;
+    let s = run(&mut c, "admin", doc! { "serverStatus": 1 }).await;
+    let m = s
+        .get_document("metrics")
+        .and_then(|m| m.get_document("commands"))
+        .and_then(|c| c.get_document(name))
+        .unwrap_or_else(|_| panic!("metrics.commands.{name} in {s}"))
+        .clone();
+    (m.get_i64("total").unwrap(), m.get_i64("failed").unwrap())
+}
+
+fn linearizable(mut cmd: Document) -> Document {
+    cmd.insert("readConcern", doc! { "level": "linearizable" });
+    cmd
+}
+
+#[tokio::test]
+async fn linearizable_reads_run_on_the_primary_and_wait_for_a_majority() {
+    let set = start(300, 0).await;
+    let (p, mut c) = primary_client(&set).await;
+    run(
+        &mut c,
+        "test",
+        doc! { "insert": "lin", "documents": [{ "_id": 1 }], "writeConcern": { "w": 3 } },
+    )
+    .await;
+    let before = command_counts(&set, p, "find").await;
+    let r = run(
+        &mut c,
+        "test",
+        linearizable(doc! { "find": "lin", "filter": {} }),
+    )
+    .await;
+    assert_ok(&r);
+    assert_eq!(ids(&r), vec![Bson::Int32(1)]);
+    assert_eq!(
+        command_counts(&set, p, "find").await,
+        (before.0 + 1, before.1)
+    );
+
+    // A secondary refuses it, whatever the read preference, and counts it
+    // as a failed find (not as a query).
+    let s = (p + 1) % 3;
+    let mut sc = connect(&set, s).await;
+    let (finds, queries) = (
+        command_counts(&set, s, "find").await,
+        count(&opcounters(&set, s).await, "query"),
+    );
+    let e = run(
+        &mut sc,
+        "test",
+        on_secondary(linearizable(doc! { "find": "lin", "filter": {} })),
+    )
+    .await;
+    assert_eq!(code(&e), 10107, "{e}");
+    assert_eq!(
+        errmsg(&e),
+        "cannot satisfy linearizable read concern on non-primary node"
+    );
+    assert_eq!(
+        command_counts(&set, s, "find").await,
+        (finds.0 + 1, finds.1 + 1)
+    );
+    // The sim counts a find as a query when it starts it (mongod: when it
+    // runs it), so only `metrics.commands` is exact here.
+    assert!(count(&opcounters(&set, s).await, "query") >= queries);
+
+    // Without a majority applying the primary's no-op in time: 170.
+    for m in (0..3).filter(|m| *m != p) {
+        set.set_lag(m, Duration::from_secs(600));
+    }
+    let mut slow = linearizable(doc! { "find": "lin", "filter": {} });
+    slow.insert("maxTimeMS", 200);
+    let e = run(&mut c, "test", slow).await;
+    assert_eq!(code(&e), 170, "{e}");
+    assert_eq!(
+        e.get_str("codeName").unwrap(),
+        "LinearizableReadConcernError"
+    );
+    for m in (0..3).filter(|m| *m != p) {
+        set.set_lag(m, Duration::ZERO);
+    }
+}

@@ -325,3 +325,122 @@ async fn committed_transaction_can_be_committed_again_on_the_new_primary() {
     let r = run(&mut n, "test", doc! { "find": "cc", "filter": {} }).await;
     assert_eq!(first_batch(&r), vec![doc! { "_id": 1 }]);
 }
+
+async fn session_cache(set: &holdfast_sim::ReplicaSet, member: usize) -> Document {
+    let mut c = connect(set, member).await;
+    let s = run(&mut c, "admin", doc! { "serverStatus": 1 }).await;
+    s.get_document("logicalSessionRecordCache").unwrap().clone()
+}
+
+/// The `lsid.id`s recorded in `config.system.sessions` as `member` sees them.
+async fn recorded(set: &holdfast_sim::ReplicaSet, member: usize) -> Vec<Uuid> {
+    let mut c = connect(set, member).await;
+    let r = run(
+        &mut c,
+        "config",
+        doc! { "find": "system.sessions", "filter": {}, "$readPreference": secondary_ok() },
+    )
+    .await;
+    assert_ok(&r);
+    let mut ids: Vec<Uuid> = first_batch(&r)
+        .iter()
+        .map(|d| {
+            let id = d.get_document("_id").unwrap();
+            assert!(id.contains_key("uid"), "{d}");
+            match id.get("id") {
+                Some(bson::Bson::Binary(b)) => Uuid::from_bytes(b.bytes[..].try_into().unwrap()),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    ids.sort_by_key(|u| u.bytes());
+    ids
+}
+
+#[tokio::test]
+async fn sessions_are_cached_refreshed_into_the_sessions_collection_and_ended() {
+    let set = start(300, 0).await;
+    let (p, mut c) = primary_client(&set).await;
+    let (a, b) = (Uuid::new(), Uuid::new());
+    for lsid in [a, b] {
+        let r = run(
+            &mut c,
+            "test",
+            doc! { "find": "s", "filter": {}, "lsid": { "id": lsid } },
+        )
+        .await;
+        assert_ok(&r);
+    }
+    let cache = session_cache(&set, p).await;
+    assert_eq!(cache.get_i32("activeSessionsCount").unwrap(), 2, "{cache}");
+    assert_eq!(cache.get_i32("sessionsCollectionJobCount").unwrap(), 0);
+    assert!(recorded(&set, p).await.is_empty());
+
+    // A refresh records both and empties the cache.
+    assert_ok(&run(&mut c, "admin", doc! { "refreshLogicalSessionCacheNow": 1 }).await);
+    let cache = session_cache(&set, p).await;
+    assert_eq!(cache.get_i32("activeSessionsCount").unwrap(), 0);
+    assert_eq!(
+        cache
+            .get_i32("lastSessionsCollectionJobEntriesRefreshed")
+            .unwrap(),
+        2
+    );
+    let mut both = vec![a, b];
+    both.sort_by_key(|u| u.bytes());
+    assert_eq!(recorded(&set, p).await, both);
+
+    // endSessions: still counted until the next refresh, which deletes
+    // the record (and only that one).
+    assert_ok(&run(&mut c, "admin", doc! { "endSessions": [{ "id": a }] }).await);
+    assert_eq!(recorded(&set, p).await, both);
+    assert_ok(&run(&mut c, "admin", doc! { "refreshLogicalSessionCacheNow": 1 }).await);
+    let cache = session_cache(&set, p).await;
+    assert_eq!(
+        cache
+            .get_i32("lastSessionsCollectionJobEntriesEnded")
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        cache
+            .get_i32("lastSessionsCollectionJobEntriesRefreshed")
+            .unwrap(),
+        0
+    );
+    assert_eq!(cache.get_i32("sessionsCollectionJobCount").unwrap(), 2);
+    assert_eq!(recorded(&set, p).await, vec![b]);
+    // The collection replicates like any other.
+    let s = (p + 1) % 3;
+    eventually("the secondary has the records", || {
+        let set = set.clone();
+        async move { recorded(&set, s).await == vec![b] }
+    })
+    .await;
+
+    // A secondary's refresh writes through the primary.
+    let mut sc = connect(&set, s).await;
+    let cnew = Uuid::new();
+    run(
+        &mut sc,
+        "test",
+        doc! { "find": "s", "filter": {}, "lsid": { "id": cnew }, "$readPreference": secondary_ok() },
+    )
+    .await;
+    assert_eq!(
+        session_cache(&set, s)
+            .await
+            .get_i32("activeSessionsCount")
+            .unwrap(),
+        1
+    );
+    assert_ok(
+        &run(
+            &mut sc,
+            "admin",
+            doc! { "refreshLogicalSessionCacheNow": 1 },
+        )
+        .await,
+    );
+    assert!(recorded(&set, p).await.contains(&cnew));
+}

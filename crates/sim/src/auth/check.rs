@@ -44,10 +44,24 @@ pub fn requirement(req: &Request) -> Requirement {
     match req.name.as_str() {
         "hello" | "isMaster" | "ismaster" | "saslStart" | "saslContinue" | "authenticate"
         | "ping" | "listCommands" | "logout" => Requirement::PreAuth,
-        "buildInfo" | "buildinfo" | "connectionStatus" | "endSessions" | "startSession"
-        | "refreshSessions" | "killSessions" | "commitTransaction" | "abortTransaction"
-        | "getMore" | "killCursors" | "whatsmyuri" | "features" | "isSelf" | "_isSelf"
-        | "usersInfo" | "listDatabases" => Requirement::Authenticated,
+        "buildInfo"
+        | "buildinfo"
+        | "connectionStatus"
+        | "endSessions"
+        | "startSession"
+        | "refreshSessions"
+        | "refreshLogicalSessionCacheNow"
+        | "killSessions"
+        | "commitTransaction"
+        | "abortTransaction"
+        | "getMore"
+        | "killCursors"
+        | "whatsmyuri"
+        | "features"
+        | "isSelf"
+        | "_isSelf"
+        | "usersInfo"
+        | "listDatabases" => Requirement::Authenticated,
         "find" | "count" | "distinct" => on_coll(&[Find]),
         "aggregate" => aggregate(req),
         "explain" => match req.cmd.get("explain") {

@@ -15,16 +15,36 @@ pub fn run(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
         "buildInfo" | "buildinfo" => Ok(build_info()),
         "getParameter" => Ok(get_parameter(conn, &req.cmd)),
         "serverStatus" => Ok(server_status(conn)),
-        "endSessions"
-        | "killSessions"
-        | "killAllSessions"
-        | "killAllSessionsByPattern"
-        | "refreshSessions" => Ok(super::ok()),
-        "startSession" => Ok(doc! {
-            "id": { "id": bson::Uuid::new() },
-            "timeoutMinutes": 30,
-            "ok": 1.0,
-        }),
+        "endSessions" => {
+            let keys = session_keys(conn, req, "endSessions")?;
+            conn.member().logical_sessions.lock().end(keys);
+            Ok(super::ok())
+        }
+        "refreshSessions" => {
+            let keys = session_keys(conn, req, "refreshSessions")?;
+            let mut cache = conn.member().logical_sessions.lock();
+            for k in keys {
+                cache.vivify(&k);
+            }
+            Ok(super::ok())
+        }
+        "refreshLogicalSessionCacheNow" => {
+            conn.set.refresh_logical_sessions(conn.idx);
+            Ok(super::ok())
+        }
+        "killSessions" | "killAllSessions" | "killAllSessionsByPattern" => Ok(super::ok()),
+        "startSession" => {
+            let id = bson::Uuid::new();
+            let lsid = Bson::Document(doc! { "id": id });
+            if let Some(k) = session_key(conn, &lsid) {
+                conn.member().logical_sessions.lock().vivify(&k);
+            }
+            Ok(doc! {
+                "id": lsid,
+                "timeoutMinutes": 30,
+                "ok": 1.0,
+            })
+        }
         "getLog" => Ok(get_log(&req.cmd)),
         "getCmdLineOpts" => Ok(cmd_line_opts(conn)),
         "hostInfo" => Ok(host_info()),
@@ -47,6 +67,25 @@ pub fn run(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
         "lockInfo" => Ok(doc! { "lockInfo": [], "ok": 1.0 }),
         other => Err(CmdError::command_not_found(other)),
     }
+}
+
+/// The session key of an `lsid` sent on this connection (see
+/// [`crate::logical_sessions::SessionKey`]).
+fn session_key(conn: &ConnCtx, lsid: &Bson) -> Option<Vec<u8>> {
+    let digest = conn.auth.user.as_ref().map(|u| u.session_digest());
+    crate::logical_sessions::key_of(lsid, digest.as_deref())
+}
+
+/// The sessions an `endSessions`/`refreshSessions` command names (an
+/// array of `{id: <UUID>}`).
+fn session_keys(conn: &ConnCtx, req: &Request, field: &str) -> Result<Vec<Vec<u8>>, CmdError> {
+    let Some(Bson::Array(lsids)) = req.cmd.get(field) else {
+        return Err(CmdError::new(
+            crate::errors::TYPE_MISMATCH,
+            format!("BSON field '{field}.{field}' is the wrong type, expected type 'array'"),
+        ));
+    };
+    Ok(lsids.iter().filter_map(|l| session_key(conn, l)).collect())
 }
 
 /// `authInfo`: the connection's user and its roles (and, with
@@ -156,6 +195,8 @@ fn server_status(conn: &ConnCtx) -> Document {
     use std::sync::atomic::Ordering::Relaxed;
     let m = conn.member();
     let uptime = m.uptime();
+    let started =
+        DateTime::from_millis(DateTime::now().timestamp_millis() - uptime.as_millis() as i64);
     let current = m.conns_current.load(Relaxed) as i32;
     let (hello, _) = super::hello::build(conn, true, false);
     let mut repl = Document::new();
@@ -195,8 +236,10 @@ fn server_status(conn: &ConnCtx) -> Document {
         "repl": repl,
         "opcounters": m.opcounters.to_document(),
         "metrics": {
+            "commands": m.opcounters.commands_document(),
             "cursor": { "open": { "total": m.cursors.lock().len() as i64 } },
         },
+        "logicalSessionRecordCache": m.logical_sessions.lock().stats_document(started),
         "mem": { "bits": 64, "supported": false },
         "storageEngine": { "name": "inMemory", "supportsCommittedReads": true, "persistent": false },
         "ok": 1.0,

@@ -14,7 +14,7 @@ use crate::engine::Outcome;
 use crate::errors::{self, CmdError};
 use crate::member::{MemberData, SessionRecord};
 use crate::oplog::EntryKind;
-use crate::set::WriteConcern;
+use crate::set::{WriteConcern, W};
 
 /// Commands the engine executes.
 pub fn is_data_command(name: &str) -> bool {
@@ -106,12 +106,91 @@ pub fn pipeline_writes(cmd: &Document) -> bool {
 
 /// A read (or any data command that is no write): the dispatcher has
 /// checked that this member may run it; it runs on this member's own data,
-/// which on a secondary may lag the primary.
+/// which on a secondary may lag the primary. A `linearizable` read runs on
+/// the primary only and is confirmed by a majority-acknowledged no-op
+/// written after it ([`confirm_linearizable`]).
 pub async fn read(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
+    let linearizable = read_concern(req)
+        .and_then(|rc| rc.get_str("level").ok())
+        .is_some_and(|l| l == "linearizable");
+    if linearizable {
+        check_linearizable(conn, req)?;
+    }
     wait_read_concern(conn, req).await?;
     let m = conn.member();
     let executed = m.data.lock().store.execute(&req.db, &req.cmd)?;
+    if linearizable {
+        confirm_linearizable(conn, req).await?;
+    }
     Ok(outcome_reply(conn, req, executed.outcome))
+}
+
+fn read_concern(req: &Request) -> Option<&Document> {
+    match req.cmd.get("readConcern") {
+        Some(Bson::Document(rc)) => Some(rc),
+        _ => None,
+    }
+}
+
+/// What mongod checks before a linearizable read
+/// (`waitForReadConcernImpl`): the member must be primary.
+fn check_linearizable(conn: &ConnCtx, req: &Request) -> Result<(), CmdError> {
+    if read_concern(req).is_some_and(|rc| rc.contains_key("afterOpTime")) {
+        return Err(CmdError::new(
+            errors::FAILED_TO_PARSE,
+            "afterOpTime not compatible with linearizable read concern",
+        ));
+    }
+    if !conn.member().is_writable() {
+        return Err(CmdError::new(
+            errors::NOT_WRITABLE_PRIMARY,
+            "cannot satisfy linearizable read concern on non-primary node",
+        ));
+    }
+    Ok(())
+}
+
+/// After a linearizable read, as mongod's
+/// `waitForLinearizableReadConcern`: a no-op (`{msg: "linearizable
+/// read"}`) written and waited for with `w: "majority"` (`wtimeout`: the
+/// read's `maxTimeMS`), so the read is known to come from the primary of
+/// the majority. A timeout is 170 LinearizableReadConcernError; a stepdown
+/// meanwhile, its own error.
+async fn confirm_linearizable(conn: &ConnCtx, req: &Request) -> Result<(), CmdError> {
+    let set = conn.set.clone();
+    let idx = conn.idx;
+    let m = &set.members[idx];
+    let (index, epoch) = {
+        let data = m.data.lock();
+        if !data.writable {
+            return Err(CmdError::new(
+                errors::NOT_WRITABLE_PRIMARY,
+                "No longer primary when waiting for linearizable read concern",
+            ));
+        }
+        let epoch = m.role_epoch();
+        let mut repl = set.repl.lock();
+        let index = set.append(&mut repl, idx, EntryKind::Noop("linearizable read"));
+        (index, epoch)
+    };
+    set.notify_log();
+    let wc = WriteConcern {
+        w: W::Majority,
+        wtimeout_ms: req.cmd.get("maxTimeMS").and_then(as_i64).filter(|t| *t > 0),
+        explicit: true,
+    };
+    let Some(wce) = set.wait_write_concern(idx, index, &wc, epoch).await else {
+        return Ok(());
+    };
+    let code = wce.get_i32("code").unwrap_or(errors::WRITE_CONCERN_FAILED);
+    Err(if code == errors::WRITE_CONCERN_FAILED {
+        CmdError::new(
+            errors::LINEARIZABLE_READ_CONCERN_ERROR,
+            "Failed to confirm that read was linearizable.",
+        )
+    } else {
+        CmdError::new(code, wce.get_str("errmsg").unwrap_or_default())
+    })
 }
 
 /// Turns an engine outcome into a reply; a cursor's rest is kept on the

@@ -341,8 +341,21 @@ async fn route(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> 
     if let Some(e) = &req.read_pref_error {
         return Err(e.clone());
     }
+    if let Some(key) = &req.lsid {
+        conn.member().logical_sessions.lock().vivify(key);
+    }
     check_member_role(conn, req)?;
     conn.member().opcounters.count(name, &req.cmd);
+    let result = execute(conn, req).await;
+    if result.is_err() {
+        conn.member().opcounters.command_failed(name);
+    }
+    result
+}
+
+/// Runs a command that passed the checks of [`route`].
+async fn execute(conn: &mut ConnCtx, req: &Request) -> Result<Document, CmdError> {
+    let name = req.name.as_str();
     match name {
         "hello" | "isMaster" | "ismaster" => hello::run(conn, req).await,
         "saslStart" | "saslContinue" | "authenticate" | "logout" => sasl::run(conn, req),

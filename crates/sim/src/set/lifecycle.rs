@@ -85,6 +85,7 @@ impl SetInner {
             p.tracker.wait().await;
         }
         m.cursors.lock().clear();
+        m.logical_sessions.lock().clear();
         self.after_role_change();
     }
 

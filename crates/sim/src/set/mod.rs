@@ -15,10 +15,13 @@
 //!   stepup and freeze.
 //! - `lifecycle`: member processes: start, kill, revive, blackhole,
 //!   latency, lag, shutdown.
+//! - `sessions`: the logical session caches' refresh into
+//!   `config.system.sessions`.
 
 mod election;
 mod lifecycle;
 mod log;
+mod sessions;
 mod write_concern;
 
 use std::sync::atomic::Ordering;
