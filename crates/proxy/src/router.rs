@@ -167,6 +167,7 @@ impl Router {
         let until = max_time.map_or(deadline, |m| m.min(deadline));
         let started = Instant::now();
         let mut rx = self.topology.subscribe();
+        let mut waited = false;
         loop {
             let snap = rx.borrow_and_update().clone();
             let c = Criteria {
@@ -194,7 +195,12 @@ impl Router {
                         member: Arc::from(m.as_str()),
                         epoch: snap.epoch,
                     };
-                    let held = started.elapsed();
+                    // Only a read that waited for a suitable member was held.
+                    let held = if waited {
+                        started.elapsed()
+                    } else {
+                        Duration::ZERO
+                    };
                     return Ok(Some(Route {
                         target,
                         held,
@@ -205,6 +211,7 @@ impl Router {
                 }
                 Choice::Wait => {}
             }
+            waited = true;
             let changed = tokio::time::timeout_at(until.into(), rx.changed()).await;
             if !matches!(changed, Ok(Ok(()))) {
                 let waited = started.elapsed();

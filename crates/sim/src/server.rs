@@ -33,6 +33,18 @@ fn allowed_over_op_query(name: &str) -> bool {
 const LEGACY_REMOVED: &str =
     "The client driver may require an upgrade. For more details see https://dochub.mongodb.org/core/legacy-opcode-removal";
 
+/// Waits while member `m` is blackholed (a network partition: nothing goes
+/// in or out, nothing is lost); false if the member is shut down meanwhile.
+async fn wait_while_blackholed(m: &crate::member::Member, token: &CancellationToken) -> bool {
+    while m.is_blackholed() {
+        tokio::select! {
+            _ = token.cancelled() => return false,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+    }
+    true
+}
+
 pub async fn accept_loop(
     set: Arc<SetInner>,
     idx: usize,
@@ -221,8 +233,11 @@ async fn run<S: Stream>(
             }
             Some(Ok(f)) => f,
         };
-        if m.is_blackholed() {
-            continue;
+        // A partition delays bytes, it does not lose them: the request is
+        // read by the member once the partition heals (TCP retransmits), and
+        // its reply reaches the client then.
+        if !wait_while_blackholed(m, token).await {
+            return End::Cancelled;
         }
         m.conns_active.fetch_add(1, Ordering::Relaxed);
         let out = tokio::select! {
@@ -234,7 +249,10 @@ async fn run<S: Stream>(
         };
         m.conns_active.fetch_sub(1, Ordering::Relaxed);
         if let Some(frame) = out.frame {
-            if !m.is_blackholed() {
+            if !wait_while_blackholed(m, token).await {
+                return End::Cancelled;
+            }
+            {
                 let request_id = frame.request_id();
                 tokio::select! {
                     _ = token.cancelled() => return End::Cancelled,

@@ -803,6 +803,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_member_that_never_completes_the_handshake_costs_at_most_connect_timeout() {
+        // Accepts TCP, then says nothing (or resets at once).
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let reset = Arc::new(AtomicBool::new(false));
+        let r = reset.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                if r.load(Ordering::SeqCst) {
+                    // SO_LINGER 0: the close is a reset.
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                } else {
+                    held.push(s);
+                }
+            }
+        });
+        let p = Pools::new(PoolConfig {
+            connect_timeout: Duration::from_millis(300),
+            ..Default::default()
+        });
+        let t0 = Instant::now();
+        let e = p
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
+            .await
+            .unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(e, BackendError::Connect { .. }), "{e}");
+        assert!(e.to_string().contains("handshake timed out"), "{e}");
+        assert!(!e.maybe_sent());
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(900),
+            "{took:?}"
+        );
+        reset.store(true, Ordering::SeqCst);
+        let e = p
+            .round_trip(
+                &addr,
+                &svc(),
+                &request("ping"),
+                false,
+                Instant::now(),
+                &budget(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackendError::Connect { .. }), "{e}");
+        assert!(e.to_string().contains("handshake failed"), "{e}");
+    }
+
+    #[tokio::test]
     async fn idle_connections_are_closed_after_max_idle() {
         let (addr, _) = server().await;
         let p = Pools::new(PoolConfig {
